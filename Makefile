@@ -1,0 +1,24 @@
+# The two commands of the README, and a few helpers. Each sets up .venv itself.
+VENV ?= .venv
+BIN := $(VENV)/bin
+# One process on whatever device is there; accelerate's own defaults, stated so it does not warn.
+LAUNCH := $(BIN)/accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no
+
+.PHONY: demo test setup setup-dev clean
+
+## demo: set up, then train the tiny model on the built-in synthetic dataset (runs/demo)
+demo: setup
+	$(LAUNCH) cvae_dist/train.py
+
+## test: set up (with the test extras and a local Slurm), then run the whole test suite
+test: setup-dev
+	$(BIN)/python -m pytest -q
+
+setup:
+	scripts/setup.sh runtime
+
+setup-dev:
+	scripts/setup.sh dev
+
+clean:
+	rm -rf $(VENV) runs data .pytest_cache

@@ -1,0 +1,62 @@
+"""The course's conditional VAE, `VAE_Model`, with the same parameter names and shapes.
+
+The network is split into the steps a rollout composes (`encode_frames`, `encode_labels`,
+`posterior`, `decode`); `forward` is the training rollout, so that wrappers such as DDP see
+every parameter used in one call.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from cvae_dist.config import ModelConfig
+from cvae_dist.model.layers import (
+    COURSE_BUG_SLOPE,
+    FIXED_SLOPE,
+    Decoder_Fusion,
+    Gaussian_Predictor,
+    Generator,
+    Label_Encoder,
+    RGB_Encoder,
+)
+
+
+class CVAE(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        slope = COURSE_BUG_SLOPE if config.course_leaky_relu else FIXED_SLOPE
+        self.frame_transformation = RGB_Encoder(3, config.F_dim)
+        self.label_transformation = Label_Encoder(3, config.L_dim, slope=slope)
+        self.Gaussian_Predictor = Gaussian_Predictor(config.F_dim + config.L_dim, config.N_dim, slope=slope)
+        self.Decoder_Fusion = Decoder_Fusion(config.F_dim + config.L_dim + config.N_dim, config.D_out_dim)
+        self.Generator = Generator(config.D_out_dim, 3)
+
+    def train(self, mode: bool = True) -> CVAE:
+        super().train(mode)
+        if mode and self.config.freeze_batchnorm:
+            for module in self.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
+        return self
+
+    def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
+        return self.frame_transformation(frames)
+
+    def encode_labels(self, labels: torch.Tensor) -> torch.Tensor:
+        return self.label_transformation(labels)
+
+    def posterior(self, frame_feature: torch.Tensor, label_feature: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """mu and logvar of q(z_t | x_t, P_t)."""
+        return self.Gaussian_Predictor(frame_feature, label_feature)
+
+    def decode(self, prev_feature: torch.Tensor, label_feature: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """The next frame from the previous frame's features, the pose's features and z."""
+        frame = self.Generator(self.Decoder_Fusion(prev_feature, label_feature, z))
+        return torch.sigmoid(frame) if self.config.output_activation == "sigmoid" else frame
+
+    def forward(self, frames: torch.Tensor, labels: torch.Tensor, noise: torch.Tensor, teacher_forcing: bool):
+        from cvae_dist.rollout import training_rollout
+
+        return training_rollout(self, frames, labels, noise, teacher_forcing=teacher_forcing)

@@ -1,0 +1,102 @@
+"""Rollouts: how the networks are composed over the frames of a video.
+
+Shapes: frames and labels are (B, T, 3, H, W) in [0, 1]; latents are (B, T-1, N, H, W), one per
+predicted frame t = 1..T-1. Frame 0 is always given.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+# Inference encodes the pose labels of a long video this many frames at a time, bounding memory.
+LABEL_CHUNK = 256
+
+
+@dataclass
+class RolloutOutput:
+    pred: torch.Tensor
+    """Predicted frames 1..T-1, (B, T-1, 3, H, W)."""
+    mu: torch.Tensor
+    """Posterior means, (B, T-1, N, H, W)."""
+    logvar: torch.Tensor
+    """Posterior log-variances, (B, T-1, N, H, W)."""
+
+
+def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """z = mu + sigma * eps with eps ~ N(0, I) given, so that gradients flow to mu and logvar."""
+    return mu + noise * torch.exp(0.5 * logvar)
+
+
+def _flat(x: torch.Tensor) -> torch.Tensor:
+    return x.flatten(0, 1)
+
+
+def _unflat(x: torch.Tensor, batch: int) -> torch.Tensor:
+    return x.unflatten(0, (batch, -1))
+
+
+def training_rollout(model, frames: torch.Tensor, labels: torch.Tensor, noise: torch.Tensor, teacher_forcing: bool) -> RolloutOutput:
+    """Predict frames 1..T-1 of a training window, each z drawn from the posterior q(z_t | x_t, P_t).
+
+    The posterior only needs true frames, so it is computed for all frames in one batch. With
+    teacher forcing every decoder input is a true frame too, so the whole window is decoded in
+    one batch; without it, each prediction feeds the next step, so decoding steps through time.
+    `noise` is the eps of the reparameterization, (B, T-1, N, H, W), drawn by the caller so that
+    both paths see the same randomness.
+    """
+    batch = frames.shape[0]
+    frame_features = _unflat(model.encode_frames(_flat(frames)), batch)
+    label_features = _unflat(model.encode_labels(_flat(labels[:, 1:])), batch)
+    mu, logvar = model.posterior(_flat(frame_features[:, 1:]), _flat(label_features))
+    z = _unflat(reparameterize(mu, logvar, _flat(noise)), batch)
+    if teacher_forcing:
+        pred = _unflat(model.decode(_flat(frame_features[:, :-1]), _flat(label_features), _flat(z)), batch)
+    else:
+        pred = _autoregress(model, frame_features[:, 0], label_features, z)
+    return RolloutOutput(pred=pred, mu=_unflat(mu, batch), logvar=_unflat(logvar, batch))
+
+
+def _autoregress(model, first_feature: torch.Tensor, label_features: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """Decode step by step, encoding each predicted frame as the next step's input."""
+    prev_feature, predictions = first_feature, []
+    for t in range(z.shape[1]):
+        frame = model.decode(prev_feature, label_features[:, t], z[:, t])
+        predictions.append(frame)
+        if t + 1 < z.shape[1]:
+            prev_feature = model.encode_frames(frame)
+    return torch.stack(predictions, dim=1)
+
+
+@torch.no_grad()
+def generate(
+    model,
+    first_frame: torch.Tensor,
+    labels: torch.Tensor,
+    z: Literal["prior", "mean"] = "prior",
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Roll a video out from its first frame and its pose labels, as at test time.
+
+    first_frame: (B, 3, H, W); labels: (B, T, 3, H, W), label 0 belonging to the given frame.
+    Each z is drawn from the prior N(0, I) ('prior') or set to its mean, 0 ('mean').
+    Returns (B, T, 3, H, W) with the given frame first.
+    """
+    batch, steps = labels.shape[:2]
+    height, width = first_frame.shape[-2:]
+    label_features = torch.cat(
+        [_unflat(model.encode_labels(_flat(chunk)), batch) for chunk in labels[:, 1:].split(LABEL_CHUNK, dim=1)], dim=1
+    )
+    latent_shape = (batch, model.config.N_dim, height, width)
+    frames, prev = [first_frame], first_frame
+    for t in range(steps - 1):
+        if z == "prior":
+            device = generator.device if generator is not None else first_frame.device
+            latent = torch.randn(latent_shape, generator=generator, device=device).to(first_frame)
+        else:
+            latent = first_frame.new_zeros(latent_shape)
+        prev = model.decode(model.encode_frames(prev), label_features[:, t], latent)
+        frames.append(prev)
+    return torch.stack(frames, dim=1)

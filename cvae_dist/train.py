@@ -1,0 +1,395 @@
+"""Train the course's conditional VAE with Hugging Face Accelerate.
+
+    accelerate launch cvae_dist/train.py [--config FILE.yaml] [--flag value ...]
+
+With no arguments it runs the demo: the built-in synthetic dataset (made on first use), the
+`tiny` preset, on whatever device is there. `--help` lists every flag.
+
+This is the only module that knows about processes and devices: data, model, rollout and
+loss are plain PyTorch, and Accelerate supplies devices, precision, gradient accumulation,
+distributed gradients, checkpoint state and the TensorBoard tracker.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):
+    # Run as a file (`accelerate launch cvae_dist/train.py`): import the package from the
+    # repository rather than letting this folder's modules shadow top-level names.
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)
+
+import dataclasses
+import math
+import os
+import time
+from dataclasses import dataclass
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import InitProcessGroupKwargs, ProjectConfiguration, set_seed
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from cvae_dist import checkpoint as ckpt
+from cvae_dist.config import Config, parse_args
+from cvae_dist.data import dataset_root
+from cvae_dist.data.course import CourseDataset, TrainWindows, WindowSampler, to_unit_float
+from cvae_dist.errors import UserError
+from cvae_dist.evaluate import Evaluation, evaluate_video, summary_line, write_evaluation
+from cvae_dist.loss import cvae_loss
+from cvae_dist.model import CVAE
+from cvae_dist.schedules import KLAnnealer, teacher_forcing_coin, teacher_forcing_ratio
+from cvae_dist.tracking import frame_strip, write_hparams
+
+DEMO_CONFIG = Path(__file__).resolve().parent / "configs" / "demo.yaml"
+TB_PROJECT = "tb"
+
+
+@dataclass
+class TrainingState:
+    """A run's progress, saved in every checkpoint through Accelerate's register_for_checkpointing."""
+
+    epoch: int = 0
+    """Epochs completed."""
+    step: int = 0
+    """Optimizer steps taken."""
+    batch_in_epoch: int = 0
+    """Batches of the current epoch this process has consumed; a resume skips them."""
+    beta: float = 0.0
+    """KL weight of the latest step."""
+    tfr: float = 1.0
+    """Teacher-forcing ratio of the current epoch."""
+    best_psnr: float = -math.inf
+    """Best average validation PSNR so far."""
+    best_epoch: int = -1
+    """Epoch (1-based count of epochs done) that reached best_psnr."""
+
+    def state_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def load_state_dict(self, state: dict) -> None:
+        for key, value in state.items():
+            setattr(self, key, value)
+
+
+def collate_windows(samples):
+    """Stack windows; the window indices stay a list of ints so they never travel to the device."""
+    frames, labels, indices = zip(*samples)
+    return torch.stack(frames), torch.stack(labels), list(indices)
+
+
+class IndexedWindows(TrainWindows):
+    """Training windows that also return their index, which keys each window's latent noise."""
+
+    def __getitem__(self, index: int):
+        return (*super().__getitem__(index), index)
+
+
+class Trainer:
+    def __init__(self, config: Config):
+        self.config = config
+        train = config.train
+        self.save_root = Path(train.save_root)
+        self.accelerator = make_accelerator(config)
+        self.state = TrainingState(tfr=config.method.tfr)
+        set_seed(train.seed)
+        with self.accelerator.main_process_first():
+            dataset = CourseDataset(
+                dataset_root(config.data, progress=self.is_main),
+                config.data.frame_H,
+                config.data.frame_W,
+                progress=self.is_main,
+            )
+            self.train_video, self.val_video = dataset.train(), dataset.val()
+        self.windows = IndexedWindows(self.train_video, config.data.train_vi_len, config.data.partial)
+        fast_windows = max(1, int(len(self.train_video.frames) * config.data.fast_partial) // config.data.train_vi_len)
+        self.sampler = WindowSampler(self._windows_in_epoch(len(self.windows), fast_windows), config.data.shuffle, train.seed)
+
+        model = CVAE(config.model)
+        if train.ckpt_path is not None:
+            ckpt.load_weights_into(model, ckpt.find_weights(train.ckpt_path)[0])
+        if train.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        optimizer_class = torch.optim.AdamW if train.optim == "AdamW" else torch.optim.Adam
+        optimizer = optimizer_class(model.parameters(), lr=train.lr)
+        scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=train.lr_milestones, gamma=train.lr_gamma)
+        loader = DataLoader(
+            self.windows,
+            batch_size=train.batch_size,
+            sampler=self.sampler,
+            num_workers=config.data.num_workers,
+            collate_fn=collate_windows,
+            drop_last=True,
+            pin_memory=torch.cuda.is_available(),
+            persistent_workers=config.data.num_workers > 0,
+        )
+        self.model, self.optimizer, self.loader, self.scheduler = self.accelerator.prepare(model, optimizer, loader, scheduler)
+        self.accelerator.register_for_checkpointing(self.state)
+        self.annealer = KLAnnealer(
+            kind=config.method.kl_anneal_type,
+            total=self._annealing_length(),
+            n_cycle=config.method.kl_anneal_cycle,
+            ratio=config.method.kl_anneal_ratio,
+        )
+        if self.batches_in_epoch(0) == 0:
+            raise UserError(
+                f"{len(self.windows)} training windows are too few for --batch_size {train.batch_size} "
+                f"on {self.accelerator.num_processes} process(es)"
+            )
+
+    @property
+    def is_main(self) -> bool:
+        return self.accelerator.is_main_process
+
+    def _windows_in_epoch(self, all_windows: int, fast_windows: int):
+        data = self.config.data
+
+        def windows_in_epoch(epoch: int) -> int:
+            return min(fast_windows, all_windows) if data.fast_train and epoch < data.fast_train_epoch else all_windows
+
+        return windows_in_epoch
+
+    def batches_in_epoch(self, epoch: int) -> int:
+        """Batches each process sees in an epoch (the last incomplete batch is dropped)."""
+        return self.sampler.windows_in_epoch(epoch) // (self.config.train.batch_size * self.accelerator.num_processes)
+
+    def steps_in_epoch(self, epoch: int) -> int:
+        return math.ceil(self.batches_in_epoch(epoch) / self.config.train.gradient_accumulation_steps)
+
+    def _annealing_length(self) -> int:
+        epochs = self.config.train.num_epoch
+        if self.config.method.kl_anneal_unit == "epoch":
+            return epochs
+        return sum(self.steps_in_epoch(e) for e in range(epochs))
+
+    # ---- the loop -------------------------------------------------------------------------
+
+    def fit(self) -> Evaluation:
+        train = self.config.train
+        self.start_run()
+        total_steps = sum(self.steps_in_epoch(e) for e in range(train.num_epoch))
+        progress = tqdm(total=total_steps, initial=self.state.step, desc="training", unit="step", disable=not self.is_main, dynamic_ncols=True)
+        while self.state.epoch < train.num_epoch:
+            epoch_means = self.train_epoch(progress)
+            self.state.epoch += 1
+            self.scheduler.step()
+            self.accelerator.log(epoch_means, step=self.state.epoch)
+            if self.state.epoch % train.eval_every == 0 or self.state.epoch == train.num_epoch:
+                self.validate(progress)
+            if self.state.epoch % train.per_save == 0 or self.state.epoch == train.num_epoch:
+                self.save_checkpoint()
+        progress.close()
+        return self.finish()
+
+    def train_epoch(self, progress) -> dict[str, float]:
+        epoch = self.state.epoch
+        self.state.tfr = teacher_forcing_ratio(epoch, self.config.method.tfr, self.config.method.tfr_sde, self.config.method.tfr_d_step)
+        self.loader.set_epoch(epoch)
+        batches = self.loader
+        if self.state.batch_in_epoch:
+            batches = self.accelerator.skip_first_batches(self.loader, self.state.batch_in_epoch)
+            batches.set_epoch(epoch)  # a fresh loader would otherwise restart at epoch 0's order
+        progress.set_description(f"epoch {epoch + 1}/{self.config.train.num_epoch}")
+        self.model.train()
+        window_sums = self._zero_sums()
+        epoch_sums = self._zero_sums()
+        for frames, labels, indices in batches:
+            sums = self.train_batch(frames, labels, indices)
+            for key in sums:
+                window_sums[key] += sums[key]
+                epoch_sums[key] += sums[key]
+            self.state.batch_in_epoch += 1
+            if self.accelerator.sync_gradients:
+                self.state.step += 1
+                progress.update(1)
+                if self.state.step % self.config.train.log_every == 0:
+                    means = self._log_means(window_sums, "train")
+                    progress.set_postfix(loss=f"{means['train/loss']:.4g}", refresh=False)
+                    window_sums = self._zero_sums()
+                steps = self.config.train.checkpointing_steps
+                if steps and self.state.step % steps == 0 and self.state.batch_in_epoch < self.batches_in_epoch(epoch):
+                    self.save_checkpoint()
+        self.state.batch_in_epoch = 0
+        means = self._means(epoch_sums, "epoch")
+        means["epoch/tfr"] = self.state.tfr
+        means["epoch/beta"] = self.state.beta
+        means["epoch/lr"] = self.scheduler.get_last_lr()[0]
+        return means
+
+    def train_batch(self, frames: torch.Tensor, labels: torch.Tensor, indices: list[int]) -> dict[str, torch.Tensor]:
+        """One micro-batch: forward, loss, backward, and (at accumulation boundaries) the optimizer step."""
+        method = self.config.method
+        epoch, state = self.state.epoch, self.state
+        frames, labels = to_unit_float(frames), to_unit_float(labels)
+        step_in_epoch = state.batch_in_epoch // self.config.train.gradient_accumulation_steps
+        coin_batch = step_in_epoch if method.tfr_coin == "batch" else None
+        teacher_forcing = teacher_forcing_coin(state.tfr, self.config.train.seed, epoch, coin_batch)
+        state.beta = self.annealer.beta(epoch if method.kl_anneal_unit == "epoch" else state.step)
+        with self.accelerator.accumulate(self.model):
+            out = self.model(frames, labels, self.latent_noise(indices, frames), teacher_forcing)
+            terms = cvae_loss(out.pred, frames[:, 1:], out.mu, out.logvar, state.beta, method.kl_last_frame_only)
+            self.accelerator.backward(terms.total)
+            grad_norm = torch.zeros((), device=frames.device)
+            if self.accelerator.sync_gradients:
+                max_norm = self.config.train.max_grad_norm or math.inf
+                grad_norm = self.accelerator.clip_grad_norm_(self.model.parameters(), max_norm)
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        return {
+            "loss": terms.total.detach(),
+            "mse": terms.mse.detach(),
+            "kl": terms.kl.detach(),
+            "teacher_forcing": torch.tensor(float(teacher_forcing), device=frames.device),
+            "grad_norm": grad_norm.detach().float(),
+            "batches": torch.ones((), device=frames.device),
+        }
+
+    def latent_noise(self, indices: list[int], frames: torch.Tensor) -> torch.Tensor:
+        """eps of the reparameterization, drawn per window from (seed, epoch, window index).
+
+        Keying the noise on the window rather than on a global stream makes a run independent
+        of how its batches are split across processes or accumulation steps, and of resuming.
+        """
+        batch, steps, _, height, width = frames.shape
+        noise = torch.empty((batch, steps - 1, self.config.model.N_dim, height, width), device=frames.device)
+        generator = torch.Generator(device=frames.device)
+        for row, window in enumerate(indices):
+            generator.manual_seed((self.config.train.seed << 40) ^ (self.state.epoch << 24) ^ window)
+            noise[row].normal_(generator=generator)
+        return noise
+
+    def _zero_sums(self) -> dict[str, torch.Tensor]:
+        device = self.accelerator.device
+        return {key: torch.zeros((), device=device) for key in ("loss", "mse", "kl", "teacher_forcing", "grad_norm", "batches")}
+
+    def _means(self, sums: dict[str, torch.Tensor], prefix: str) -> dict[str, float]:
+        """Averages since the last log, over batches and processes (one host sync per log)."""
+        totals = self.accelerator.reduce(torch.stack(list(sums.values())), reduction="sum").tolist()
+        values = dict(zip(sums, totals))
+        batches = max(values.pop("batches"), 1.0)
+        steps = max(batches / (self.accelerator.num_processes * self.config.train.gradient_accumulation_steps), 1.0)
+        means = {f"{prefix}/{k}": v / batches for k, v in values.items() if k != "grad_norm"}
+        means[f"{prefix}/grad_norm"] = values["grad_norm"] / (steps * self.accelerator.num_processes)
+        return means
+
+    def _log_means(self, sums: dict[str, torch.Tensor], prefix: str) -> dict[str, float]:
+        means = self._means(sums, prefix)
+        means.update({f"{prefix}/beta": self.state.beta, f"{prefix}/tfr": self.state.tfr, f"{prefix}/lr": self.scheduler.get_last_lr()[0]})
+        self.accelerator.log(means, step=self.state.step)
+        return means
+
+    # ---- validation, checkpoints, logging ---------------------------------------------------
+
+    def validate(self, progress) -> Evaluation:
+        """Roll out the validation video; every process runs it so sharded models can gather weights."""
+        evaluation = evaluate_video(
+            self.accelerator.unwrap_model(self.model),
+            self.val_video,
+            self.accelerator.device,
+            self.config.data.val_vi_len,
+            seed=self.config.train.seed,
+            autocast=self.accelerator.autocast,
+        )
+        improved = evaluation.average > self.state.best_psnr
+        if improved:
+            self.state.best_psnr, self.state.best_epoch = evaluation.average, self.state.epoch
+            self.accelerator.save_model(self.model, self.save_root / ckpt.BEST)
+            if self.is_main:
+                ckpt.write_config(self.config, self.save_root / ckpt.BEST)
+        if self.is_main:
+            self.accelerator.log(
+                {"val/psnr": evaluation.average, "val/best_psnr": self.state.best_psnr, "val/baseline_psnr": evaluation.baseline_average},
+                step=self.state.epoch,
+            )
+            self._log_strip("val/rollout", evaluation)
+            progress.write(f"epoch {self.state.epoch}: validation PSNR {evaluation.average:.2f} dB" + (" (best)" if improved else ""))
+        return evaluation
+
+    def _log_strip(self, tag: str, evaluation: Evaluation) -> None:
+        truth = to_unit_float(torch.from_numpy(self.val_video.frames[: len(evaluation.pred)].copy()))
+        labels = to_unit_float(torch.from_numpy(self.val_video.labels[: len(evaluation.pred)].copy()))
+        strip = frame_strip([truth, evaluation.pred, labels])
+        self.accelerator.get_tracker("tensorboard").log_images({tag: strip}, step=self.state.epoch, dataformats="HWC")
+
+    def save_checkpoint(self) -> Path:
+        folder = ckpt.checkpoint_dir(self.save_root, self.state.step)
+        self.accelerator.save_state(str(folder))
+        if self.is_main:
+            ckpt.write_config(self.config, folder)
+            ckpt.rotate(self.save_root, self.config.train.checkpoints_total_limit)
+        self.accelerator.wait_for_everyone()
+        return folder
+
+    def start_run(self) -> None:
+        train = self.config.train
+        if self.is_main:
+            self.save_root.mkdir(parents=True, exist_ok=True)
+            ckpt.write_config(self.config, self.save_root)
+        self.accelerator.init_trackers(TB_PROJECT)
+        if self.is_main:
+            write_hparams(self.accelerator.get_tracker("tensorboard", unwrap=True), self.config.flat())
+        if train.resume_from_checkpoint:
+            folder = ckpt.resolve_resume(self.save_root, train.resume_from_checkpoint)
+            self.accelerator.load_state(str(folder))
+            if self.is_main:
+                print(f"resumed from {folder} at epoch {self.state.epoch}, step {self.state.step}", flush=True)
+
+    def finish(self) -> Evaluation:
+        """Evaluate the best weights, write their CSV, plot and GIF, and log the per-frame PSNR."""
+        self.accelerator.wait_for_everyone()
+        evaluation = None
+        if self.is_main:
+            model, _ = ckpt.load_model(self.save_root / ckpt.BEST, self.accelerator.device)
+            evaluation = evaluate_video(model, self.val_video, self.accelerator.device, self.config.data.val_vi_len, seed=self.config.train.seed)
+            write_evaluation(evaluation, self.val_video, self.save_root / "eval", title=f"{self.save_root.name}: PSNR per frame")
+            tracker = self.accelerator.get_tracker("tensorboard", unwrap=True)
+            for frame in range(1, len(evaluation.psnr)):
+                tracker.add_scalar("final/psnr_per_frame", float(evaluation.psnr[frame]), frame)
+            self.accelerator.log({"final/psnr": evaluation.average, "final/baseline_psnr": evaluation.baseline_average}, step=self.state.epoch)
+        self.accelerator.end_training()
+        return evaluation
+
+
+def make_accelerator(config: Config) -> Accelerator:
+    train = config.train
+    on_cpu = not (torch.cuda.is_available() or torch.backends.mps.is_available())
+    # Several CPU processes (tests, laptops) talk over gloo; DeepSpeed would otherwise ask for NCCL.
+    gloo = on_cpu and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    return Accelerator(
+        cpu=on_cpu,
+        mixed_precision=train.mixed_precision,
+        gradient_accumulation_steps=train.gradient_accumulation_steps,
+        log_with="tensorboard",
+        project_config=ProjectConfiguration(project_dir=train.save_root, logging_dir=train.logging_dir or train.save_root),
+        # The course steps its MultiStepLR once per epoch, not once per optimizer step.
+        step_scheduler_with_optimizer=False,
+        kwargs_handlers=[InitProcessGroupKwargs(backend="gloo")] if gloo else [],
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in argv
+    try:
+        if not argv:
+            print(f"No arguments: running the demo ({DEMO_CONFIG}). `--help` lists every flag.", flush=True)
+        config = parse_args(argv, default_config=DEMO_CONFIG)
+        started = time.perf_counter()
+        trainer = Trainer(config)
+        evaluation = trainer.fit()
+    except UserError as err:
+        if debug:
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if evaluation is not None:
+        minutes = (time.perf_counter() - started) / 60
+        print(f"done in {minutes:.1f} min; best epoch {trainer.state.best_epoch}: {summary_line(evaluation)}")
+        print(f"outputs in {config.train.save_root} (eval/ has the CSV, plot and GIF); tensorboard --logdir {config.train.logging_dir or config.train.save_root}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

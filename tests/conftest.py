@@ -1,0 +1,49 @@
+"""Shared fixtures: a small synthetic dataset in the course layout, made once per test session."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cvae_dist.data.synthetic import generate_dataset
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Small enough for seconds of CPU, big enough for several windows of 8 frames per epoch.
+SMALL_DATASET = dict(
+    train_frames=128, clip_frames=64, val_frames=64, test_frames=40, test_sequences=2, height=64, width=128, progress=False
+)
+
+# Flags that make a training run take seconds on a CPU.
+TINY_RUN = [
+    "--preset", "tiny", "--train_vi_len", "8", "--val_vi_len", "16", "--batch_size", "2",
+    "--num_workers", "0", "--lr_milestones", "--log_every", "1",
+]
+
+
+@pytest.fixture(scope="session")
+def dataset_root(tmp_path_factory) -> Path:
+    return generate_dataset(tmp_path_factory.mktemp("dataset") / "synthetic", workers=1, **SMALL_DATASET)
+
+
+def run_env() -> dict[str, str]:
+    """Environment for subprocesses: the repository importable, one thread per process."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
+    env.setdefault("OMP_NUM_THREADS", "1")
+    return env
+
+
+def accelerate_launch(args: list[str], cwd: Path, timeout: int = 300, extra: list[str] | None = None) -> subprocess.CompletedProcess:
+    """`accelerate launch cvae_dist/train.py ARGS` as a user would type it, on one CPU process."""
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch",
+        "--num_processes", "1", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+        *(extra or []),
+        str(REPO / "cvae_dist" / "train.py"), *args,
+    ]
+    return subprocess.run(command, cwd=cwd, env=run_env(), capture_output=True, text=True, timeout=timeout)

@@ -1,0 +1,288 @@
+"""Tests of the synthetic dance-video generator (small datasets, a few seconds in all)."""
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cvae_dist.data import synthetic
+
+REPO = Path(__file__).resolve().parents[1]
+SMALL = dict(train_frames=96, clip_frames=48, val_frames=40, test_frames=40, test_sequences=2,
+             height=64, width=128, progress=False)
+
+
+def _generate(root, **overrides):
+    return synthetic.generate_dataset(root, **{**SMALL, "workers": 1, **overrides})
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return _generate(tmp_path_factory.mktemp("synthetic") / "data")
+
+
+def _hashes(root: Path) -> dict:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _names(folder: Path) -> list:
+    return sorted((p.name for p in folder.iterdir()), key=lambda name: int(name.split(".")[0]))
+
+
+def _load(path: Path) -> np.ndarray:
+    return np.asarray(Image.open(path))
+
+
+def _frames(n):
+    return [f"{t}.png" for t in range(n)]
+
+
+def _saturation(pixels: np.ndarray) -> np.ndarray:
+    pixels = pixels.astype(float)
+    return (pixels.max(-1) - pixels.min(-1)) / np.maximum(pixels.max(-1), 1)
+
+
+# --------------------------------------------------------------------------- layout
+
+def test_layout_names_and_counts(dataset):
+    assert sorted(p.name for p in dataset.iterdir()) == ["synthetic.json", "test", "train", "val"]
+    for split, n in (("train", 96), ("val", 40)):
+        assert _names(dataset / split / f"{split}_img") == _frames(n)
+        assert _names(dataset / split / f"{split}_label") == _frames(n)
+    assert sorted(p.name for p in (dataset / "test" / "test_img").iterdir()) == ["0", "1"]
+    for i in range(2):
+        assert _names(dataset / "test" / "test_img" / str(i)) == ["0.png"]
+        assert _names(dataset / "test" / "test_label" / str(i)) == _frames(40)
+    assert not list(dataset.parent.glob("*.tmp-*"))
+
+
+def test_images_are_rgb8_of_requested_size(dataset):
+    for path in [*dataset.rglob("0.png"), dataset / "train/train_img/95.png", dataset / "val/val_label/39.png"]:
+        with Image.open(path) as image:
+            assert (image.mode, image.size) == ("RGB", (128, 64)), path
+
+
+def test_manifest_records_parameters(dataset):
+    manifest = json.loads((dataset / "synthetic.json").read_text())
+    assert manifest["version"] == synthetic.GENERATOR_VERSION
+    assert {k: manifest[k] for k in ("seed", "train_frames", "clip_frames", "height", "width")} == dict(
+        seed=0, train_frames=96, clip_frames=48, height=64, width=128)
+    assert manifest["counts"]["images"] == 96 + 40 + 2
+    assert manifest["counts"]["labels"] == 96 + 40 + 2 * 40
+
+
+# --------------------------------------------------------------------------- determinism
+
+def test_same_seed_gives_identical_files_with_any_worker_count(dataset, tmp_path):
+    again = _generate(tmp_path / "again", workers=2)
+    assert _hashes(again) == _hashes(dataset)
+
+
+def test_different_seed_gives_different_files(dataset, tmp_path):
+    other = _hashes(_generate(tmp_path / "other", seed=1))
+    mine = _hashes(dataset)
+    images = [name for name in mine if "_img" in name]
+    assert sum(other[name] != mine[name] for name in images) == len(images)
+
+
+# --------------------------------------------------------------------------- labels
+
+def test_labels_are_mostly_white(dataset):
+    for path in [*(dataset / "val/val_label").iterdir(), *(dataset / "test/test_label/1").iterdir()]:
+        white = (_load(path) == 255).all(-1).mean()
+        assert 0.9 < white < 0.99, path
+
+
+def test_label_depends_on_pose_only(dataset):
+    look_a, moves = synthetic.make_video(0, "val", 0, 40, 2.0)
+    look_b, _ = synthetic.make_video(0, "test", 1, 40, 2.0)
+    pose = moves[17]
+    assert np.array_equal(synthetic.render_label(pose, 64, 128), _load(dataset / "val/val_label/17.png"))
+    assert np.array_equal(synthetic.render_frame(pose, look_a, 64, 128), _load(dataset / "val/val_img/17.png"))
+    assert not np.array_equal(synthetic.render_frame(pose, look_b, 64, 128), _load(dataset / "val/val_img/17.png"))
+
+
+def test_label_limb_colours_come_from_the_fixed_palette():
+    palette = np.array(synthetic.LABEL_PALETTE, dtype=float)
+    for seed in range(3):
+        _, moves = synthetic.make_video(seed, "train", 0, 10)
+        label = synthetic.render_label(moves[0], 128, 256).reshape(-1, 3).astype(float)
+        ink = label[(label != 255).any(-1)]
+        exact = (ink[:, None, :] == palette[None]).all(-1)
+        assert exact.mean(0).all()  # every limb is drawn...
+        assert exact.any(1).mean() > 0.4  # ...in its palette colour
+        # Anti-aliased edges are blends of a palette colour with white.
+        towards = palette - 255.0
+        t = np.clip(((ink[:, None, :] - 255.0) * towards).sum(-1) / (towards**2).sum(-1), 0, 1)
+        miss = np.linalg.norm(ink[:, None, :] - 255.0 - t[..., None] * towards, axis=-1).min(1)
+        assert (miss < 3).mean() > 0.85  # the rest: where two limbs overlap at a joint
+
+
+# --------------------------------------------------------------------------- motion
+
+def test_consecutive_frames_are_close_compared_with_distant_ones(dataset):
+    frames = [_load(dataset / "val/val_img" / name).astype(float) for name in _frames(40)]
+    near = np.mean([np.abs(frames[t + 1] - frames[t]).mean() for t in range(39)])
+    far = np.mean([np.abs(frames[t + 30] - frames[t]).mean() for t in range(10)])
+    assert near < 0.35 * far
+
+
+def test_joints_move_smoothly_across_move_changes():
+    for seed in range(3):
+        moves = synthetic.dance(np.random.default_rng(seed), 630)
+        joints = np.stack([pose.joints for pose in moves])
+        steps = np.linalg.norm(np.diff(joints, axis=0), axis=-1)
+        assert steps.max() < 0.1  # image heights per frame: no jumps, even between moves
+        assert np.median(steps) < 0.01
+
+
+def test_dance_changes_moves_over_time():
+    moves = synthetic.dance(np.random.default_rng(5), 630)
+    names = [segment.move for segment in moves.schedule]
+    assert len(set(names)) >= 4
+    assert all(a != b for a, b in zip(names, names[1:]))
+    assert all(40 <= segment.length <= 160 for segment in moves.schedule)
+    assert len(synthetic.MOVES) >= 5
+
+
+def test_dancer_travels_and_stays_in_frame():
+    moves = synthetic.dance(np.random.default_rng(2), 630, aspect=2.0)
+    assert np.ptp(moves.root_x) > 0.2
+    joints = np.stack([pose.joints for pose in moves])
+    assert np.abs(joints[..., 0]).max() < 1.0 and joints[..., 1].min() > 0 and joints[..., 1].max() < 1.0
+
+
+# --------------------------------------------------------------------------- appearance
+
+def test_appearance_differs_per_video(dataset):
+    looks = [synthetic.make_video(0, split, i, 1)[0] for split, i in (("train", 0), ("train", 1), ("test", 0))]
+    shirts = np.array([look.shirt for look in looks])
+    assert min(np.abs(shirts[i] - shirts[j]).sum() for i in range(3) for j in range(i)) > 0.1
+    # ... and the renders carry those colours: compare the dancer's (non-grey) pixels.
+    images = [dataset / "train/train_img/0.png", dataset / "train/train_img/48.png",
+              dataset / "test/test_img/0/0.png", dataset / "test/test_img/1/0.png"]
+    means = []
+    for path in images:
+        pixels = _load(path).reshape(-1, 3)
+        means.append(pixels[_saturation(pixels) > 0.3].mean(0))
+    assert min(np.abs(means[i] - means[j]).sum() for i in range(4) for j in range(i)) > 20
+
+
+def test_background_is_grey_away_from_the_dancer(dataset):
+    for name in ("train/train_img/0.png", "train/train_img/60.png", "val/val_img/20.png", "test/test_img/1/0.png"):
+        image, label = _load(dataset / name), _load(dataset / name.replace("_img", "_label"))
+        empty = (label == 255).all(axis=(0, 2))
+        # columns with no limb within 16 px are pure studio
+        far = np.array([empty[max(x - 16, 0):x + 17].all() for x in range(len(empty))])
+        assert far.sum() > 20
+        assert _saturation(image[:, far]).max() < 0.1
+
+
+# --------------------------------------------------------------------------- safety
+
+def test_existing_root_with_same_parameters_is_reused(dataset, capsys):
+    before = {p: p.stat().st_mtime_ns for p in dataset.rglob("*.png")}
+    assert _generate(dataset) == dataset
+    assert "reusing" in capsys.readouterr().out
+    assert {p: p.stat().st_mtime_ns for p in dataset.rglob("*.png")} == before
+
+
+def test_existing_root_with_other_contents_is_refused(dataset, tmp_path):
+    with pytest.raises(FileExistsError, match=str(dataset)):
+        _generate(dataset, seed=3)
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError):
+        _generate(foreign)
+    assert (foreign / "notes.txt").read_text() == "mine"
+
+
+def test_overwrite_replaces_root(tmp_path):
+    root = _generate(tmp_path / "data")
+    old = _hashes(root)
+    _generate(root, seed=4, overwrite=True)
+    assert json.loads((root / "synthetic.json").read_text())["seed"] == 4
+    assert _hashes(root)["val/val_img/0.png"] != old["val/val_img/0.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
+
+
+@pytest.mark.parametrize("existing", [False, True])
+def test_failure_mid_generation_leaves_no_partial_root(tmp_path, monkeypatch, existing):
+    root = tmp_path / "data"
+    if existing:
+        _generate(root)
+    before = _hashes(root) if existing else None
+    written = []
+    real_write = synthetic._write_png
+
+    def write_then_fail(path, array):
+        if len(written) == 5:
+            raise RuntimeError("disk on fire")
+        written.append(path)
+        real_write(path, array)
+
+    monkeypatch.setattr(synthetic, "_write_png", write_then_fail)
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        _generate(root, seed=9, overwrite=True)
+    assert (_hashes(root) if existing else root.exists()) == (before if existing else False)
+    assert [p.name for p in tmp_path.iterdir()] == (["data"] if existing else [])
+
+
+def test_bad_settings_raise_value_error(tmp_path):
+    for bad in (dict(train_frames=0), dict(clip_frames=-1), dict(height=8), dict(seed=-1), dict(workers=0)):
+        with pytest.raises(ValueError):
+            _generate(tmp_path / "x", **bad)
+    assert not (tmp_path / "x").exists()
+
+
+# --------------------------------------------------------------------------- CLI
+
+def _cli(*args):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run([sys.executable, "-m", "cvae_dist.data.synthetic", *map(str, args)],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_cli_writes_the_layout(tmp_path):
+    root = tmp_path / "cli"
+    result = _cli("--root", root, "--train-frames", 30, "--clip-frames", 20, "--height", 32, "--width", 64,
+                  "--val-frames", 10, "--test-sequences", 1, "--test-frames", 12, "--workers", 2, "--seed", 3)
+    assert result.returncode == 0, result.stderr
+    assert str(root) in result.stdout.strip().splitlines()[-1]
+    assert _names(root / "train/train_img") == _frames(30)
+    assert _names(root / "val/val_label") == _frames(10)
+    assert _names(root / "test/test_label/0") == _frames(12)
+    assert _load(root / "test/test_img/0/0.png").shape == (32, 64, 3)
+
+
+def test_cli_help():
+    result = _cli("--help")
+    assert result.returncode == 0
+    for flag in ("--root", "--train-frames", "--seed", "--height", "--width", "--clip-frames", "--workers",
+                 "--overwrite", "train_label"):
+        assert flag in result.stdout
+
+
+@pytest.mark.parametrize("args", [("--train-frames", "0"), ("--height", "4"), ("--workers", "0")])
+def test_cli_rejects_bad_values_without_traceback(tmp_path, args):
+    result = _cli("--root", tmp_path / "bad", *args)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("python -m cvae_dist.data.synthetic: error:")
+    assert not (tmp_path / "bad").exists()
+
+
+def test_cli_refuses_foreign_root(tmp_path):
+    (tmp_path / "taken").mkdir()
+    result = _cli("--root", tmp_path / "taken", "--train-frames", 8, "--val-frames", 4, "--test-frames", 4,
+                  "--height", 32, "--width", 64)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr and "taken" in result.stderr
