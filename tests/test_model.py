@@ -82,3 +82,16 @@ def test_widths_that_the_architecture_cannot_divide_are_refused(dims):
 
     with pytest.raises(UserError):
         ModelConfig(**{**PRESETS["tiny"], **dims})
+
+
+def test_zero_init_posterior_starts_at_the_prior():
+    from cvae_dist.loss import kl_per_frame
+
+    features, labels = torch.rand(2, 16, 32, 64), torch.rand(2, 8, 32, 64)
+    zero = CVAE(ModelConfig(**PRESETS["tiny"]))
+    mu, logvar = zero.posterior(features, labels)
+    assert torch.equal(mu, torch.zeros_like(mu)) and torch.equal(logvar, torch.zeros_like(logvar))
+    assert kl_per_frame(mu[None], logvar[None]).sum().item() == 0
+    course = CVAE(ModelConfig(**PRESETS["tiny"], zero_init_posterior=False))
+    mu, logvar = course.posterior(features, labels)
+    assert kl_per_frame(mu[None], logvar[None]).sum().item() > 1

@@ -76,6 +76,7 @@ def load_frames(
     """All `paths` as one (N, 3, H, W) uint8 array, decoded once and memory-mapped afterwards."""
     target = cache_dir / f"{name}-{len(paths)}x{height}x{width}-{cache_key(paths, height, width)}.npy"
     if not target.exists():
+        cache_dir.mkdir(parents=True, exist_ok=True)
         frames = decode_all(paths, height, width, desc=f"decoding {name}", progress=progress)
         # Written under a temporary name and renamed, so a reader never sees half a cache.
         with tempfile.NamedTemporaryFile(dir=cache_dir, suffix=".npy.tmp", delete=False) as handle:

@@ -32,6 +32,10 @@ class CVAE(nn.Module):
         self.Gaussian_Predictor = Gaussian_Predictor(config.F_dim + config.L_dim, config.N_dim, slope=slope)
         self.Decoder_Fusion = Decoder_Fusion(config.F_dim + config.L_dim + config.N_dim, config.D_out_dim)
         self.Generator = Generator(config.D_out_dim, 3)
+        if config.zero_init_posterior:
+            head = self.Gaussian_Predictor[-1]
+            nn.init.zeros_(head.weight)
+            nn.init.zeros_(head.bias)
 
     def train(self, mode: bool = True) -> CVAE:
         super().train(mode)
