@@ -127,12 +127,16 @@ class MethodConfig:
     """Advance beta once per epoch (course) or once per optimizer step (Fu et al.)."""
     kl_last_frame_only: bool = False
     """Reproduce a common student bug: weigh only the last frame's KL instead of summing over frames."""
+    bn_recalibration_windows: int = 64
+    """Training windows rolled out to re-estimate BatchNorm statistics before each validation (0: keep the running averages, as the course does)."""
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.tfr <= 1.0:
             raise UserError(f"--tfr must be in [0, 1], got {self.tfr}")
         if self.tfr_d_step < 0 or self.tfr_sde < 0:
             raise UserError("--tfr_d_step and --tfr_sde must be >= 0")
+        if self.bn_recalibration_windows < 0:
+            raise UserError(f"--bn_recalibration_windows must be >= 0, got {self.bn_recalibration_windows}")
         if self.kl_anneal_cycle < 1:
             raise UserError(f"--kl_anneal_cycle must be >= 1, got {self.kl_anneal_cycle}")
         if not 0.0 < self.kl_anneal_ratio <= 1.0:

@@ -7,9 +7,10 @@ predicted frame t = 1..T-1. Frame 0 is always given.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Iterable, Literal
 
 import torch
+from torch import nn
 
 # Inference encodes the pose labels of a long video this many frames at a time, bounding memory.
 LABEL_CHUNK = 256
@@ -100,3 +101,34 @@ def generate(
         prev = model.decode(model.encode_frames(prev), label_features[:, t], latent)
         frames.append(prev)
     return torch.stack(frames, dim=1)
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model, windows: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> int:
+    """Re-estimate every BatchNorm's statistics on autoregressive rollouts of training windows.
+
+    Autoregressive training normalises each step's small batch of the model's own predictions with
+    that batch's statistics, while the running averages trail weights that keep changing; a
+    630-frame rollout normalised with those averages drifts far from what training saw. Averaging
+    the statistics of fresh rollouts with the current weights (momentum None: a plain cumulative
+    mean) makes inference normalise as training did: "precise BatchNorm" (Wu & Johnson, 2021).
+    Frozen BatchNorms keep their statistics. z is the posterior mean. Returns the layers updated.
+    """
+    was_training = model.training
+    model.train()
+    layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
+    momenta = [layer.momentum for layer in layers]
+    for layer in layers:
+        layer.reset_running_stats()
+        layer.momentum = None
+    try:
+        if layers:
+            for frames, labels in windows:
+                batch, steps, _, height, width = frames.shape
+                noise = frames.new_zeros(batch, steps - 1, model.config.N_dim, height, width)
+                training_rollout(model, frames, labels, noise, teacher_forcing=False)
+    finally:
+        for layer, momentum in zip(layers, momenta):
+            layer.momentum = momentum
+        model.train(was_training)
+    return len(layers)

@@ -40,6 +40,7 @@ from cvae_dist.errors import UserError
 from cvae_dist.evaluate import Evaluation, evaluate_video, summary_line, write_evaluation
 from cvae_dist.loss import cvae_loss
 from cvae_dist.model import CVAE
+from cvae_dist.rollout import recalibrate_batchnorm
 from cvae_dist.schedules import KLAnnealer, teacher_forcing_coin, teacher_forcing_ratio
 from cvae_dist.tracking import frame_strip, write_hparams
 
@@ -282,10 +283,22 @@ class Trainer:
 
     # ---- validation, checkpoints, logging ---------------------------------------------------
 
+    def recalibration_batches(self):
+        """Training windows evenly spaced over the video, in training-size batches, the same on every process."""
+        count = min(self.config.method.bn_recalibration_windows, len(self.windows))
+        indices = torch.linspace(0, len(self.windows) - 1, count).round().long().tolist() if count else []
+        for start in range(0, count, self.config.train.batch_size):
+            frames, labels, _ = collate_windows([self.windows[i] for i in indices[start : start + self.config.train.batch_size]])
+            device = self.accelerator.device
+            yield to_unit_float(frames.to(device)), to_unit_float(labels.to(device))
+
     def validate(self, progress) -> Evaluation:
         """Roll out the validation video; every process runs it so sharded models can gather weights."""
+        model = self.accelerator.unwrap_model(self.model)
+        with self.accelerator.autocast():
+            recalibrate_batchnorm(model, self.recalibration_batches())
         evaluation = evaluate_video(
-            self.accelerator.unwrap_model(self.model),
+            model,
             self.val_video,
             self.accelerator.device,
             self.config.data.val_vi_len,

@@ -100,3 +100,43 @@ def test_generate_matches_a_step_by_step_loop_with_prior_samples():
     mean = generate(model, frames[:, 0], labels, z="mean")
     with torch.no_grad():
         torch.testing.assert_close(mean, generate_loop(model, frames[:, 0], labels, [torch.zeros(B, 4, H, W)] * (T - 1)), atol=1e-5, rtol=1e-5)
+
+
+def _batchnorms(model):
+    return [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+
+
+def test_recalibrated_batchnorm_normalises_inference_as_training_did():
+    from cvae_dist.rollout import recalibrate_batchnorm, training_rollout
+
+    torch.manual_seed(0)
+    model = CVAE(ModelConfig(**PRESETS["tiny"]))
+    frames, labels = torch.rand(B, 2, 3, H, W), torch.rand(B, 2, 3, H, W)
+    zeros = torch.zeros(B, 1, model.config.N_dim, H, W)
+    with torch.no_grad():
+        as_trained = training_rollout(model.train(), frames, labels, zeros, teacher_forcing=False).pred
+        for layer in _batchnorms(model):  # stale statistics, as after many optimizer steps
+            layer.running_mean.fill_(1.0)
+            layer.running_var.fill_(9.0)
+        stale = training_rollout(model.eval(), frames, labels, zeros, teacher_forcing=False).pred
+        assert (stale - as_trained).abs().max() > 2e-3
+        assert recalibrate_batchnorm(model, [(frames, labels)]) == len(_batchnorms(model))
+        assert not model.training
+        assert all(layer.momentum == 0.1 for layer in _batchnorms(model))
+        recalibrated = training_rollout(model, frames, labels, zeros, teacher_forcing=False).pred
+        # The pose encoder's BatchNorm saw one batch: the pose images after its padded convolution.
+        normalised = torch.nn.Sequential(*list(model.label_transformation)[:2])(labels[:, 1:].flatten(0, 1))
+    norm = model.label_transformation[2]
+    torch.testing.assert_close(norm.running_mean, normalised.mean(dim=(0, 2, 3)))
+    torch.testing.assert_close(norm.running_var, normalised.var(dim=(0, 2, 3), unbiased=True))
+    # So inference now normalises as training did, up to the unbiased variance's n / (n - 1).
+    torch.testing.assert_close(recalibrated, as_trained, atol=2e-4, rtol=0)
+
+
+def test_recalibration_leaves_frozen_batchnorm_alone():
+    from cvae_dist.rollout import recalibrate_batchnorm
+
+    model = CVAE(ModelConfig(**PRESETS["tiny"], freeze_batchnorm=True))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    assert recalibrate_batchnorm(model, [(torch.rand(B, 3, 3, H, W), torch.rand(B, 3, 3, H, W))]) == 0
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
