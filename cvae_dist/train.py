@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 from accelerate import Accelerator
-from accelerate.utils import InitProcessGroupKwargs, ProjectConfiguration, broadcast_object_list, set_seed
+from accelerate.utils import DistributedType, InitProcessGroupKwargs, ProjectConfiguration, broadcast_object_list, set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
@@ -249,20 +249,25 @@ class Trainer:
                     print(f"all {train.num_epoch} epochs were already trained: evaluating the best weights again", flush=True)
                 total_steps = sum(self.steps_in_epoch(e) for e in range(train.num_epoch))
                 progress = tqdm(total=total_steps, initial=self.state.step, desc="training", unit="step", disable=not self.is_main, dynamic_ncols=True)
-                while self.state.epoch < train.num_epoch:
-                    epoch_means = self.train_epoch(progress)
-                    self.state.epoch += 1
-                    self.scheduler.step()
-                    self.accelerator.log(epoch_means, step=self.state.epoch)
-                    if self.state.epoch % train.eval_every == 0 or self.state.epoch == train.num_epoch:
-                        self.validate(progress)
-                    if self.state.epoch % train.per_save == 0 or self.state.epoch == train.num_epoch:
-                        self.save_checkpoint("epoch")
-                progress.close()
+                with progress:  # closed on any exit, so that an error message starts on its own line
+                    self._train_epochs(progress)
         except BaseException:
             self.accelerator.end_training()  # flush what TensorBoard has of a run that stops early
             raise
         return self.finish()
+
+    def _train_epochs(self, progress) -> None:
+        train = self.config.train
+        while self.state.epoch < train.num_epoch:
+            epoch_means = self.train_epoch(progress)
+            self.state.epoch += 1
+            self.scheduler.step()
+            self.accelerator.log(epoch_means, step=self.state.epoch)
+            if self.state.epoch % train.eval_every == 0 or self.state.epoch == train.num_epoch:
+                self.validate(progress)
+            due = self.state.epoch % train.per_save == 0 or self.state.epoch == train.num_epoch
+            if due and self.state.nonfinite_streak == 0:  # keep the last good checkpoint the newest
+                self.save_checkpoint("epoch")
 
     def train_epoch(self, progress) -> dict[str, float]:
         epoch = self.state.epoch
@@ -364,7 +369,7 @@ class Trainer:
         state.nonfinite_steps += 1
         state.nonfinite_streak += 1
         step, streak = state.step + 1, state.nonfinite_streak
-        self.accelerator.log({"train/nonfinite_steps": state.nonfinite_steps}, step=step)
+        self.accelerator.log({"train/nonfinite_steps": state.nonfinite_steps}, step=step)  # logged when it changes
         if self.is_main:
             tqdm.write(f"warning: step {step}: non-finite loss or gradient, step skipped ({streak} in a row)", file=sys.stderr)
         if streak >= self.config.train.max_nonfinite_steps:
@@ -407,7 +412,6 @@ class Trainer:
     def _log_means(self, sums: dict[str, torch.Tensor], prefix: str) -> dict[str, float]:
         means = self._means(sums, prefix)
         means.update({f"{prefix}/beta": self.state.beta, f"{prefix}/tfr": self.state.tfr, f"{prefix}/lr": self.scheduler.get_last_lr()[0]})
-        means[f"{prefix}/nonfinite_steps"] = self.state.nonfinite_steps
         self.accelerator.log(means, step=self.state.step)
         return means
 
@@ -486,6 +490,9 @@ class Trainer:
         if folder is not None:
             if (folder / ckpt.WEIGHTS).is_file():
                 ckpt.check_compatible(self.accelerator.unwrap_model(self.model).state_dict(), folder / ckpt.WEIGHTS)
+            elif self.accelerator.distributed_type != DistributedType.DEEPSPEED:
+                # Accelerate would fall back to unpickling pytorch_model.bin; weights come only from safetensors.
+                raise UserError(f"{folder}: no {ckpt.WEIGHTS} (model weights are only read from safetensors)")
             try:
                 self.accelerator.load_state(str(folder))
             except (RuntimeError, ValueError, KeyError) as err:  # a state that does not fit this optimizer or scheduler
