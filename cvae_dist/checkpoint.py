@@ -196,7 +196,9 @@ def verify(folder: Path) -> str | None:
         try:
             torch.load(pickled, map_location="cpu", weights_only=True)
         except Exception as err:  # torch raises UnpicklingError and others for foreign objects
-            return f"{pickled.name} is refused by torch.load(weights_only=True) ({str(err).splitlines()[0]})"
+            culprit = re.search(r"GLOBAL ([\w.]+)", str(err))
+            what = f"holds {culprit.group(1)}, which" if culprit else "is something"
+            return f"{pickled.name} {what} torch.load(weights_only=True) refuses to unpickle (it could run code)"
     return None
 
 
