@@ -60,7 +60,7 @@ def converted_run(dataset_root, tmp_path_factory):
     save_root = root / "run"
     result = subprocess.run([sys.executable, str(REPO / "cvae_dist" / "train.py"), "--DR", str(data), "--save_root", str(save_root),
                              *SHORT_RUN, "--checkpointing_steps", "1"],
-                            env=run_env(), capture_output=True, text=True, timeout=300)
+                            env=run_env(), capture_output=True, text=True, timeout=1200)
     assert result.returncode == 0, result.stderr[-3000:]
     return data, save_root
 
