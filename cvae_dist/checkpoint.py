@@ -1,20 +1,32 @@
-"""Where checkpoints live in a run folder, and loading weights back for evaluation.
+"""Run folders and checkpoints: where they live, writing them safely, and choosing one to resume.
 
 ```
 SAVE_ROOT/config.yaml                       the run's resolved settings
 SAVE_ROOT/checkpoints/checkpoint-<step>/    Accelerate save_state (model.safetensors, optimizer,
-                                            scheduler, RNG, training state) + config.yaml
-SAVE_ROOT/best/                             model.safetensors + config.yaml of the best validation PSNR
+                                            scheduler, RNG, training state) + config.yaml + manifest.json
+SAVE_ROOT/best/                             model.safetensors + config.yaml + manifest.json of the
+                                            best validation PSNR
 ```
+
+A checkpoint is written into a hidden staging folder (`.checkpoint-<step>.partial`), sealed with
+`manifest.json` (step, epoch, why it was written, the run's settings hash, and the size and
+SHA-256 of every file), flushed to disk and only then renamed into place. A run killed at any
+moment therefore leaves either a complete checkpoint or a staging folder that the next start
+removes; a checkpoint damaged later (a truncated copy, a full disk, bit rot) fails its manifest
+check, and `--resume_from_checkpoint latest` falls back to the newest intact one.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import re
 import shutil
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file
 
 from cvae_dist.config import Config, load_config_file, save_config_file
@@ -25,7 +37,19 @@ CHECKPOINTS = "checkpoints"
 BEST = "best"
 WEIGHTS = "model.safetensors"
 CONFIG = "config.yaml"
+MANIFEST = "manifest.json"
+EVAL = "eval"
+TB_PROJECT = "tb"
+MANIFEST_FORMAT = 1
 _STEP = re.compile(r"^checkpoint-(\d+)$")
+_STAGING, _TRASH = ".partial", ".old"
+
+# Settings that say where a run writes and how often, not what it computes: changing them does
+# not make a different run, so the run-folder check and the manifest's settings hash ignore them.
+BOOKKEEPING = (
+    "save_root", "logging_dir", "resume_from_checkpoint", "overwrite", "debug", "num_workers",
+    "checkpointing_steps", "checkpoints_total_limit", "log_every", "per_save",
+)
 
 
 def checkpoint_dir(save_root: str | Path, step: int) -> Path:
@@ -41,34 +65,298 @@ def list_checkpoints(save_root: str | Path) -> list[Path]:
     return sorted(found, key=lambda p: int(_STEP.match(p.name).group(1)))
 
 
-def resolve_resume(save_root: str | Path, resume_from: str) -> Path:
-    """--resume_from_checkpoint: a checkpoint folder, or 'latest' in save_root."""
-    if resume_from == "latest":
-        found = list_checkpoints(save_root)
-        if not found:
-            raise UserError(f"--resume_from_checkpoint latest: no checkpoint in {Path(save_root) / CHECKPOINTS}")
-        return found[-1]
-    path = Path(resume_from)
-    if not (path / WEIGHTS).is_file():
-        raise UserError(f"--resume_from_checkpoint {path}: not a checkpoint folder (no {WEIGHTS})")
-    return path
+def run_identity(config: Config) -> str:
+    """The hash of the settings that shape a run's result."""
+    return config.digest(ignore=BOOKKEEPING)
+
+
+# ---- writing ---------------------------------------------------------------------------------
+
+
+def staging_dir(folder: Path) -> Path:
+    """The hidden folder a checkpoint is written into before it is renamed to `folder`."""
+    return folder.parent / f".{folder.name}{_STAGING}"
+
+
+def clear_staging(folder: Path) -> Path:
+    """An empty staging folder for `folder` (a leftover of a killed write is removed)."""
+    staging = staging_dir(folder)
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    return staging
+
+
+def seal(staging: Path, folder: Path, config: Config, *, step: int, epoch: int, reason: str) -> None:
+    """Add config.yaml and the manifest to a written staging folder, flush it, and rename it to `folder`."""
+    write_config(config, staging)
+    files = {path.relative_to(staging).as_posix(): {"bytes": path.stat().st_size, "sha256": sha256(path)} for path in _files(staging)}
+    manifest = {
+        "format": MANIFEST_FORMAT, "step": step, "epoch": epoch, "reason": reason,
+        "config_digest": run_identity(config), "files": files,
+    }
+    (staging / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+    for path in [*_files(staging), staging]:
+        _fsync(path)
+    _replace_folder(staging, folder)
+
+
+def _replace_folder(new: Path, folder: Path) -> None:
+    # Directories cannot be swapped in one atomic call: the old one is moved aside first, and
+    # recover() puts it back if the process dies between the two renames.
+    trash = folder.parent / f".{folder.name}{_TRASH}"
+    shutil.rmtree(trash, ignore_errors=True)
+    if folder.exists():
+        os.rename(folder, trash)
+    os.rename(new, folder)
+    _fsync(folder.parent)
+    shutil.rmtree(trash, ignore_errors=True)
 
 
 def rotate(save_root: str | Path, keep: int | None) -> None:
-    """Delete the oldest checkpoints beyond the newest `keep`."""
+    """Delete the oldest checkpoints beyond the newest `keep` (each renamed away first, so none is ever half-deleted)."""
     if keep is None:
         return
     for old in list_checkpoints(save_root)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+        trash = old.parent / f".{old.name}{_TRASH}"
+        os.rename(old, trash)
+        shutil.rmtree(trash, ignore_errors=True)
+
+
+def recover(save_root: str | Path) -> list[str]:
+    """Undo what a run killed while writing left behind; returns a note per thing done."""
+    notes = []
+    for parent in (Path(save_root), Path(save_root) / CHECKPOINTS):
+        if not parent.is_dir():
+            continue
+        for path in sorted(parent.iterdir()):
+            if path.name.startswith(".") and path.name.endswith(_STAGING):
+                shutil.rmtree(path, ignore_errors=True)
+                notes.append(f"note: removed {path}, an unfinished checkpoint write")
+            elif path.name.startswith(".") and path.name.endswith(_TRASH):
+                original = parent / path.name[1 : -len(_TRASH)]
+                if original.exists():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    os.rename(path, original)
+                    notes.append(f"note: restored {original}, which a killed run was replacing")
+    return notes
 
 
 def write_config(config: Config, folder: Path) -> None:
-    save_config_file(config, folder / CONFIG)
+    """config.yaml, written under a temporary name and renamed so that it is never half-written."""
+    temporary = folder / f".{CONFIG}.tmp"
+    save_config_file(config, temporary)
+    os.replace(temporary, folder / CONFIG)
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
+
+
+def _fsync(path: Path) -> None:
+    try:
+        handle = os.open(path, os.O_RDONLY)
+    except OSError:  # directories cannot be opened on some systems; their renames are still ordered
+        return
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
+
+
+# ---- checking --------------------------------------------------------------------------------
+
+
+def verify(folder: Path) -> str | None:
+    """What is wrong with a checkpoint folder, or None if every file matches its manifest.
+
+    The training state that Accelerate would unpickle with weights_only=False is also checked to
+    load with weights_only=True, so a checkpoint can never run code when it is resumed.
+    """
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+        files = manifest["files"]
+    except FileNotFoundError:
+        return f"no {MANIFEST}: not a complete cvae-dist checkpoint"
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        return f"{MANIFEST} is unreadable ({type(err).__name__}: {err})"
+    for name, expected in files.items():
+        problem = _file_problem(folder / name, expected)
+        if problem:
+            return f"{name} {problem}"
+    for pickled in sorted(folder.glob("custom_checkpoint_*.pkl")):
+        try:
+            torch.load(pickled, map_location="cpu", weights_only=True)
+        except Exception as err:  # torch raises UnpicklingError and others for foreign objects
+            culprit = re.search(r"GLOBAL ([\w.]+)", str(err))
+            what = f"holds {culprit.group(1)}, which" if culprit else "is something"
+            return f"{pickled.name} {what} torch.load(weights_only=True) refuses to unpickle (it could run code)"
+    return None
+
+
+def _file_problem(path: Path, expected: dict) -> str | None:
+    if not path.is_file():
+        return f"is missing (listed in {MANIFEST})"
+    size = path.stat().st_size
+    if size != expected["bytes"]:
+        return f"has {size:,} bytes, its manifest says {expected['bytes']:,} (truncated or replaced)"
+    if sha256(path) != expected["sha256"]:
+        return "does not match its SHA-256 in the manifest (corrupted)"
+    return None
+
+
+def check_compatible(expected: dict[str, torch.Tensor], weights: Path) -> None:
+    """Raise a one-line UserError unless `weights` has exactly the keys and shapes of `expected`.
+
+    Reads only the safetensors header, so it is cheap to call before loading."""
+    try:
+        with safe_open(str(weights), framework="pt") as handle:
+            shapes = {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}
+    except Exception as err:  # safetensors raises its own error types for damaged files
+        raise UserError(f"{weights}: cannot read weights ({err})") from None
+    for key, shape in shapes.items():
+        if key in expected and tuple(expected[key].shape) != shape:
+            raise UserError(
+                f"{weights}: '{key}' has shape {shape}, this network expects "
+                f"{tuple(expected[key].shape)} (weights of another --preset or width?)"
+            )
+    missing, unexpected = set(expected) - set(shapes), set(shapes) - set(expected)
+    if missing or unexpected:
+        key = sorted(missing or unexpected)[0]
+        raise UserError(f"{weights}: {'missing' if missing else 'unexpected'} key '{key}' ({len(missing)} missing, {len(unexpected)} unexpected)")
+
+
+# ---- choosing where a run starts ---------------------------------------------------------------
+
+
+def resolve_resume(save_root: str | Path, resume_from: str) -> tuple[Path | None, list[str]]:
+    """--resume_from_checkpoint: a checkpoint folder, or 'latest' in save_root.
+
+    'latest' is the newest intact checkpoint; damaged newer ones are reported and skipped. With
+    no checkpoint at all it starts from the beginning, so a requeued job that had not reached
+    its first checkpoint simply runs again. Returns the folder (or None) and notes to print.
+    """
+    if resume_from != "latest":
+        path = Path(resume_from)
+        if not path.is_dir():
+            raise UserError(f"--resume_from_checkpoint {path}: no such checkpoint folder")
+        problem = verify(path)
+        if problem:
+            raise UserError(f"--resume_from_checkpoint {path}: {problem}")
+        return path, []
+    found = list_checkpoints(save_root)
+    if not found:
+        return None, [f"note: no checkpoint in {Path(save_root) / CHECKPOINTS} yet: starting from the beginning"]
+    notes = []
+    for folder in reversed(found):
+        problem = verify(folder)
+        if problem is None:
+            return folder, notes
+        notes.append(f"warning: {folder} is damaged ({problem}); trying the checkpoint before it")
+    raise UserError(f"--resume_from_checkpoint latest: none of the {len(found)} checkpoints in {Path(save_root) / CHECKPOINTS} is intact ({found[-1].name}: {verify(found[-1])})")
+
+
+def holds_run(save_root: Path) -> bool:
+    return (save_root / CONFIG).exists() or (save_root / BEST).exists() or bool(list_checkpoints(save_root))
+
+
+def differences(before: Config, after: Config) -> str:
+    """'lr 0.001 -> 0.01, num_epoch 2 -> 3': the settings that make `after` another run than `before`."""
+    old, new = before.flat(), after.flat()
+    changed = [f"{k} {old[k]} -> {new[k]}" for k in new if k not in BOOKKEEPING and old.get(k) != new[k]]
+    return ", ".join(changed[:4]) + (f" and {len(changed) - 4} more" if len(changed) > 4 else "")
+
+
+def choose_start(config: Config) -> tuple[Path | None, list[str]]:
+    """The checkpoint a run starts from (None: from scratch), after checking it may use its folder.
+
+    A folder that holds a run with other settings is refused unless the user resumes it or
+    overwrites it. A folder that holds a run with the same settings is continued from its
+    latest checkpoint: re-running a command neither loses a finished run nor starts over.
+    Called on the main process; returns notes to print.
+    """
+    train, save_root = config.train, Path(config.train.save_root)
+    notes = recover(save_root)
+    if train.overwrite and train.resume_from_checkpoint:
+        raise UserError("--overwrite and --resume_from_checkpoint contradict each other: choose one")
+    if train.overwrite:
+        removed = clear_run(save_root)
+        if removed:
+            notes.append(f"note: --overwrite removed the previous run's {', '.join(removed)} from {save_root}")
+        return None, notes
+    resume = train.resume_from_checkpoint
+    if holds_run(save_root) and not _inside(save_root, resume):
+        changed = differences(_previous_config(save_root), config)
+        if changed:
+            raise UserError(
+                f"--save_root {save_root} holds a run with other settings ({changed}); add --resume_from_checkpoint "
+                "latest to continue it with these settings, --overwrite to replace it, or choose another --save_root"
+            )
+        if resume is None:
+            notes.append(f"note: {save_root} already holds a run with these settings: continuing it (--overwrite starts afresh)")
+            resume = "latest"
+    if resume is None:
+        return None, notes
+    folder, more = resolve_resume(save_root, resume)
+    notes += more
+    if folder is not None and json.loads((folder / MANIFEST).read_text()).get("config_digest") != run_identity(config):
+        notes.append(f"note: resuming with settings that differ from the checkpoint's: {differences(load_config_file(folder / CONFIG), config)}")
+    return folder, notes
+
+
+def _inside(save_root: Path, resume: str | None) -> bool:
+    """Whether --resume_from_checkpoint continues the run in save_root itself."""
+    return resume == "latest" or (resume is not None and save_root.resolve() in Path(resume).resolve().parents)
+
+
+def _previous_config(save_root: Path) -> Config:
+    path = save_root / CONFIG
+    try:
+        return load_config_file(path) if path.is_file() else _checkpoint_config(save_root)
+    except UserError as err:
+        raise UserError(
+            f"--save_root {save_root} holds a run whose settings cannot be read ({err}); use --overwrite to replace it "
+            "or choose another --save_root"
+        ) from None
+
+
+def _checkpoint_config(save_root: Path) -> Config:
+    for folder in [*reversed(list_checkpoints(save_root)), save_root / BEST]:
+        if (folder / CONFIG).is_file():
+            return load_config_file(folder / CONFIG)
+    raise UserError(f"{save_root / CONFIG}: missing")
+
+
+def clear_run(save_root: Path) -> list[str]:
+    """Remove what a run wrote to save_root (nothing else); returns the names removed."""
+    removed = []
+    for name in (CHECKPOINTS, BEST, EVAL, TB_PROJECT, CONFIG):
+        path = save_root / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+        else:
+            continue
+        removed.append(name + ("/" if name != CONFIG else ""))
+    return removed
+
+
+# ---- loading weights for evaluation and fine-tuning --------------------------------------------
 
 
 def find_weights(path: str | Path) -> tuple[Path, Path]:
     """A weights file and its config.yaml from a checkpoint folder, a `best` folder, a run
-    folder (its best weights, else its latest checkpoint) or a model.safetensors file."""
+    folder (its best weights, else its latest checkpoint) or a model.safetensors file.
+    A folder's manifest, when there is one, must vouch for the weights."""
     path = Path(path)
     if path.is_file():
         folder, weights = path.parent, path
@@ -79,35 +367,31 @@ def find_weights(path: str | Path) -> tuple[Path, Path]:
     elif list_checkpoints(path):
         folder = list_checkpoints(path)[-1]
         weights = folder / WEIGHTS
-    else:
+    elif path.is_dir():
         raise UserError(f"{path}: no {WEIGHTS} here, nor a {BEST}/ or {CHECKPOINTS}/ folder of a run")
+    else:
+        raise UserError(f"{path}: no such file or folder")
+    if (folder / MANIFEST).is_file():
+        try:
+            expected = json.loads((folder / MANIFEST).read_text())["files"].get(weights.name)
+        except (ValueError, KeyError, AttributeError):
+            raise UserError(f"{folder / MANIFEST}: unreadable") from None
+        problem = _file_problem(weights, expected) if expected else None
+        if problem:
+            raise UserError(f"{weights}: {problem}")
     config = folder / CONFIG
     if not config.is_file():
         raise UserError(f"{config}: missing; it records which network the weights in {folder} belong to")
     return weights, config
 
 
-def load_state_dict(weights: Path) -> dict[str, torch.Tensor]:
-    try:
-        return load_file(str(weights))
-    except Exception as err:  # safetensors raises its own error types for damaged files
-        raise UserError(f"{weights}: cannot read weights ({err})") from None
-
-
 def load_weights_into(model: CVAE, weights: Path) -> None:
     """Strictly load a safetensors file into a model, naming the first mismatch on failure."""
-    state = load_state_dict(weights)
-    expected = model.state_dict()
-    for key, tensor in state.items():
-        if key in expected and expected[key].shape != tensor.shape:
-            raise UserError(
-                f"{weights}: '{key}' has shape {tuple(tensor.shape)}, this network expects "
-                f"{tuple(expected[key].shape)} (weights of another --preset or width?)"
-            )
-    missing, unexpected = set(expected) - set(state), set(state) - set(expected)
-    if missing or unexpected:
-        key = sorted(missing or unexpected)[0]
-        raise UserError(f"{weights}: {'missing' if missing else 'unexpected'} key '{key}' ({len(missing)} missing, {len(unexpected)} unexpected)")
+    check_compatible(model.state_dict(), weights)
+    try:
+        state = load_file(str(weights))
+    except Exception as err:  # safetensors raises its own error types for damaged files
+        raise UserError(f"{weights}: cannot read weights ({err})") from None
     model.load_state_dict(state)
 
 

@@ -45,6 +45,12 @@ class ModelConfig:
     """Start the posterior head at mu = 0, logvar = 0 (a KL of 0) so the summed KL cannot swamp the reconstruction early on; off is the course's default init."""
     freeze_batchnorm: bool = False
     """Normalise pose features with running statistics while training, so results do not depend on how a batch is split."""
+    logvar_clamp: bool = True
+    """Clamp the posterior's log-variance to [--logvar_min, --logvar_max] so exp() cannot overflow (off is the course's unbounded head)."""
+    logvar_min: float = -30.0
+    """Lower bound of the posterior's log-variance when --logvar_clamp is on (sigma >= 3e-7)."""
+    logvar_max: float = 20.0
+    """Upper bound of the posterior's log-variance when --logvar_clamp is on (sigma <= 2.2e4, finite even in fp16)."""
 
     def __post_init__(self) -> None:
         for name, divisor in (("F_dim", 8), ("L_dim", 2), ("N_dim", 4), ("D_out_dim", 8)):
@@ -52,6 +58,8 @@ class ModelConfig:
                 raise UserError(f"--{name} must be a positive multiple of {divisor}, got {getattr(self, name)}")
         if (self.F_dim + self.L_dim + self.N_dim) % 4:
             raise UserError("--F_dim + --L_dim + --N_dim must be a multiple of 4 (the decoder fusion quarters it)")
+        if not self.logvar_min < self.logvar_max:
+            raise UserError(f"--logvar_min ({self.logvar_min}) must be below --logvar_max ({self.logvar_max})")
 
 
 PRESETS: dict[str, dict[str, int]] = {
@@ -180,7 +188,13 @@ class TrainConfig:
     checkpoints_total_limit: int | None = None
     """Keep at most this many step/epoch checkpoints (the best weights are always kept)."""
     resume_from_checkpoint: str | None = None
-    """Resume the whole training state from a checkpoint folder, or 'latest' in --save_root."""
+    """Resume the whole training state from a checkpoint folder, or 'latest' (newest intact) in --save_root."""
+    overwrite: bool = False
+    """Replace the run already in --save_root (its config, checkpoints, best weights, evaluation and logs) instead of refusing."""
+    skip_nonfinite: bool = True
+    """Skip optimizer steps whose loss or gradient is not finite (costs one host-device sync per optimizer step)."""
+    max_nonfinite_steps: int = 20
+    """Stop with an error after this many skipped (non-finite) optimizer steps in a row."""
     logging_dir: str | None = None
     """Folder for TensorBoard events; unset puts them in --save_root."""
     channels_last: bool = True
@@ -193,7 +207,7 @@ class TrainConfig:
     """Show full tracebacks instead of one-line errors."""
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "num_epoch", "per_save", "gradient_accumulation_steps", "eval_every", "log_every"):
+        for name in ("batch_size", "num_epoch", "per_save", "gradient_accumulation_steps", "eval_every", "log_every", "max_nonfinite_steps"):
             if getattr(self, name) < 1:
                 raise UserError(f"--{name} must be >= 1, got {getattr(self, name)}")
         for name in ("checkpointing_steps", "checkpoints_total_limit"):

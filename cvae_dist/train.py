@@ -23,12 +23,14 @@ if __package__ in (None, ""):
 import dataclasses
 import math
 import os
+import signal
 import time
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 from accelerate import Accelerator
-from accelerate.utils import InitProcessGroupKwargs, ProjectConfiguration, set_seed
+from accelerate.utils import DistributedType, InitProcessGroupKwargs, ProjectConfiguration, broadcast_object_list, set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
@@ -45,7 +47,10 @@ from cvae_dist.schedules import KLAnnealer, teacher_forcing_coin, teacher_forcin
 from cvae_dist.tracking import frame_strip, write_hparams
 
 DEMO_CONFIG = Path(__file__).resolve().parent / "configs" / "demo.yaml"
-TB_PROJECT = "tb"
+TB_PROJECT = ckpt.TB_PROJECT
+# Exit status after a preemption checkpoint: sysexits' EX_TEMPFAIL, "try again later". A Slurm
+# script requeues the job on it (or a cluster lists it in RequeueExit) and resumes `latest`.
+EXIT_REQUEUE = 75
 
 
 @dataclass
@@ -66,6 +71,10 @@ class TrainingState:
     """Best average validation PSNR so far."""
     best_epoch: int = -1
     """Epoch (1-based count of epochs done) that reached best_psnr."""
+    nonfinite_steps: int = 0
+    """Optimizer steps skipped because their loss or gradient was not finite."""
+    nonfinite_streak: int = 0
+    """Of those, how many in a row up to the latest step."""
 
     def state_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -86,6 +95,69 @@ class IndexedWindows(TrainWindows):
 
     def __getitem__(self, index: int):
         return (*super().__getitem__(index), index)
+
+
+class Preempted(Exception):
+    """The run stopped on a signal after saving a checkpoint; the job should be requeued."""
+
+    def __init__(self, signal_name: str, step: int, checkpoint: Path | None):
+        super().__init__(f"stopped by {signal_name} after step {step}")
+        self.signal_name, self.step, self.checkpoint = signal_name, step, checkpoint
+
+
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGUSR1") if hasattr(signal, name))
+
+
+class StopSignal:
+    """SIGTERM or SIGUSR1 (a preemption, or a Slurm time limit ahead) asks the run to stop after
+    the current optimizer step.
+
+    The handler only sets a flag. Only some processes may get the signal, so all of them agree at
+    each step boundary with a MAX all-reduce over a CPU (gloo) group, started at one step and
+    read at the next: no step waits on the network or syncs the accelerator, and every process
+    stops at the same step, one step after the first signal. One process just reads its flag.
+    """
+
+    def __init__(self, processes: int):
+        self.group = dist.new_group(backend="gloo") if processes > 1 else None
+        self.received = 0
+        self.flag = torch.zeros(1, dtype=torch.int32)
+        self.pending = None
+        self.previous = {}
+
+    def __enter__(self) -> StopSignal:
+        self.previous = {sig: signal.signal(sig, self._receive) for sig in STOP_SIGNALS}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+        if self.pending is not None:
+            self.pending.wait()
+
+    def _receive(self, signum, frame) -> None:
+        self.received = signum
+
+    def agreed(self) -> int:
+        """The signal every process stops for now (0: none). Call on every process at every step boundary."""
+        if self.group is None:
+            return self.received
+        stop = 0
+        if self.pending is not None:
+            self.pending.wait()
+            stop = int(self.flag.item())
+        self.flag = torch.tensor([self.received], dtype=torch.int32)
+        self.pending = dist.all_reduce(self.flag, op=dist.ReduceOp.MAX, group=self.group, async_op=True)
+        return stop
+
+
+def ignore_stop_signals(worker_id: int) -> None:
+    """Data-loader workers leave SIGTERM/SIGUSR1 to the training process, which stops them itself.
+
+    Slurm signals every process of a job step; a worker that died of it would crash the step
+    that the training process is finishing before it saves."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
 
 
 class Trainer:
@@ -122,6 +194,7 @@ class Trainer:
             sampler=self.sampler,
             num_workers=config.data.num_workers,
             collate_fn=collate_windows,
+            worker_init_fn=ignore_stop_signals,
             drop_last=True,
             pin_memory=torch.cuda.is_available(),
             persistent_workers=config.data.num_workers > 0,
@@ -169,9 +242,22 @@ class Trainer:
 
     def fit(self) -> Evaluation:
         train = self.config.train
-        self.start_run()
-        total_steps = sum(self.steps_in_epoch(e) for e in range(train.num_epoch))
-        progress = tqdm(total=total_steps, initial=self.state.step, desc="training", unit="step", disable=not self.is_main, dynamic_ncols=True)
+        try:
+            with StopSignal(self.accelerator.num_processes) as self.stop:
+                self.start_run()
+                if self.state.epoch >= train.num_epoch and self.is_main:
+                    print(f"all {train.num_epoch} epochs were already trained: evaluating the best weights again", flush=True)
+                total_steps = sum(self.steps_in_epoch(e) for e in range(train.num_epoch))
+                progress = tqdm(total=total_steps, initial=self.state.step, desc="training", unit="step", disable=not self.is_main, dynamic_ncols=True)
+                with progress:  # closed on any exit, so that an error message starts on its own line
+                    self._train_epochs(progress)
+        except BaseException:
+            self.accelerator.end_training()  # flush what TensorBoard has of a run that stops early
+            raise
+        return self.finish()
+
+    def _train_epochs(self, progress) -> None:
+        train = self.config.train
         while self.state.epoch < train.num_epoch:
             epoch_means = self.train_epoch(progress)
             self.state.epoch += 1
@@ -179,10 +265,9 @@ class Trainer:
             self.accelerator.log(epoch_means, step=self.state.epoch)
             if self.state.epoch % train.eval_every == 0 or self.state.epoch == train.num_epoch:
                 self.validate(progress)
-            if self.state.epoch % train.per_save == 0 or self.state.epoch == train.num_epoch:
-                self.save_checkpoint()
-        progress.close()
-        return self.finish()
+            due = self.state.epoch % train.per_save == 0 or self.state.epoch == train.num_epoch
+            if due and self.state.nonfinite_streak == 0:  # keep the last good checkpoint the newest
+                self.save_checkpoint("epoch")
 
     def train_epoch(self, progress) -> dict[str, float]:
         epoch = self.state.epoch
@@ -209,15 +294,31 @@ class Trainer:
                     means = self._log_means(window_sums, "train")
                     progress.set_postfix(loss=f"{means['train/loss']:.4g}", refresh=False)
                     window_sums = self._zero_sums()
-                steps = self.config.train.checkpointing_steps
-                if steps and self.state.step % steps == 0 and self.state.batch_in_epoch < self.batches_in_epoch(epoch):
-                    self.save_checkpoint()
+                self._step_boundary(epoch)
         self.state.batch_in_epoch = 0
         means = self._means(epoch_sums, "epoch")
         means["epoch/tfr"] = self.state.tfr
         means["epoch/beta"] = self.state.beta
         means["epoch/lr"] = self.scheduler.get_last_lr()[0]
         return means
+
+    def _step_boundary(self, epoch: int) -> None:
+        """After each optimizer step: the scheduled checkpoint, and a stop if a signal asked for one.
+
+        No checkpoint is written while non-finite steps are being skipped, so that the last one
+        written stays the last good one."""
+        stop = self.stop.agreed()
+        steps = self.config.train.checkpointing_steps
+        scheduled = steps and self.state.step % steps == 0 and self.state.batch_in_epoch < self.batches_in_epoch(epoch)
+        saved = None
+        if (scheduled or stop) and self.state.nonfinite_streak == 0:
+            saved = self.save_checkpoint("preemption" if stop else "steps")
+        if stop:
+            raise Preempted(signal.Signals(stop).name, self.state.step, saved or self._latest_checkpoint())
+
+    def _latest_checkpoint(self) -> Path | None:
+        found = ckpt.list_checkpoints(self.save_root)
+        return found[-1] if found else None
 
     def train_batch(self, frames: torch.Tensor, labels: torch.Tensor, indices: list[int]) -> dict[str, torch.Tensor]:
         """One micro-batch: forward, loss, backward, and (at accumulation boundaries) the optimizer step."""
@@ -233,10 +334,14 @@ class Trainer:
             terms = cvae_loss(out.pred, frames[:, 1:], out.mu, out.logvar, state.beta, method.kl_last_frame_only)
             self.accelerator.backward(terms.total)
             grad_norm = torch.zeros((), device=frames.device)
+            finite = True
             if self.accelerator.sync_gradients:
                 max_norm = self.config.train.max_grad_norm or math.inf
                 grad_norm = self.accelerator.clip_grad_norm_(self.model.parameters(), max_norm)
-            self.optimizer.step()
+                finite = self._step_is_finite(terms.total, grad_norm)
+            if finite or self.accelerator.scaler is not None:
+                # With fp16 the GradScaler skips a non-finite step itself and must see it to lower its scale.
+                self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
         return {
             "loss": terms.total.detach(),
@@ -246,6 +351,35 @@ class Trainer:
             "grad_norm": grad_norm.detach().float(),
             "batches": torch.ones((), device=frames.device),
         }
+
+    def _step_is_finite(self, loss: torch.Tensor, grad_norm: torch.Tensor) -> bool:
+        """Whether the optimizer step about to be taken has a finite loss and gradient; counts those that do not.
+
+        Skipping a step needs the answer on the host: one sync per optimizer step (not per
+        micro-batch), on a scalar that is ready once the gradients are. A non-finite loss on any
+        process makes the gradients non-finite, and DDP's all-reduce spreads them, so every
+        process sees the same global gradient norm and takes the same decision.
+        """
+        if not self.config.train.skip_nonfinite:
+            return True
+        state = self.state
+        if bool(torch.isfinite(loss.detach().float() + grad_norm)):
+            state.nonfinite_streak = 0
+            return True
+        state.nonfinite_steps += 1
+        state.nonfinite_streak += 1
+        step, streak = state.step + 1, state.nonfinite_streak
+        self.accelerator.log({"train/nonfinite_steps": state.nonfinite_steps}, step=step)  # logged when it changes
+        if self.is_main:
+            tqdm.write(f"warning: step {step}: non-finite loss or gradient, step skipped ({streak} in a row)", file=sys.stderr)
+        if streak >= self.config.train.max_nonfinite_steps:
+            latest = self._latest_checkpoint()
+            raise UserError(
+                f"training stopped at step {step}: {streak} optimizer steps in a row (steps {step - streak + 1}-{step}) had a "
+                f"non-finite loss or gradient; the last checkpoint, written before them, is {latest or 'none'} "
+                "(lower --lr, or raise --max_nonfinite_steps)"
+            )
+        return False
 
     def latent_noise(self, indices: list[int], frames: torch.Tensor) -> torch.Tensor:
         """eps of the reparameterization, drawn per window from (seed, epoch, window index).
@@ -308,9 +442,7 @@ class Trainer:
         improved = evaluation.average > self.state.best_psnr
         if improved:
             self.state.best_psnr, self.state.best_epoch = evaluation.average, self.state.epoch
-            self.accelerator.save_model(self.model, self.save_root / ckpt.BEST)
-            if self.is_main:
-                ckpt.write_config(self.config, self.save_root / ckpt.BEST)
+            self._write_sealed(self.save_root / ckpt.BEST, lambda staging: self.accelerator.save_model(self.model, staging), "best")
         if self.is_main:
             self.accelerator.log(
                 {"val/psnr": evaluation.average, "val/best_psnr": self.state.best_psnr, "val/baseline_psnr": evaluation.baseline_average},
@@ -326,28 +458,73 @@ class Trainer:
         strip = frame_strip([truth, evaluation.pred, labels])
         self.accelerator.get_tracker("tensorboard").log_images({tag: strip}, step=self.state.epoch, dataformats="HWC")
 
-    def save_checkpoint(self) -> Path:
+    def save_checkpoint(self, reason: str = "epoch") -> Path:
+        """The whole training state (Accelerate's save_state), sealed and renamed into place; then rotation."""
         folder = ckpt.checkpoint_dir(self.save_root, self.state.step)
-        self.accelerator.save_state(str(folder))
+        self._write_sealed(folder, lambda staging: self.accelerator.save_state(str(staging)), reason)
         if self.is_main:
-            ckpt.write_config(self.config, folder)
             ckpt.rotate(self.save_root, self.config.train.checkpoints_total_limit)
         self.accelerator.wait_for_everyone()
         return folder
 
+    def _write_sealed(self, folder: Path, write, reason: str) -> None:
+        """Every process writes its part into a staging folder; the main process seals it with a
+        manifest and renames it to `folder`, so a kill at any moment leaves no half checkpoint."""
+        staging = ckpt.staging_dir(folder)
+        if self.is_main:
+            ckpt.clear_staging(folder)
+        self.accelerator.wait_for_everyone()
+        try:
+            write(staging)
+            self.accelerator.wait_for_everyone()
+            if self.is_main:
+                ckpt.seal(staging, folder, self.config, step=self.state.step, epoch=self.state.epoch, reason=reason)
+        except OSError as err:
+            raise UserError(f"{folder}: cannot write the checkpoint ({err.strerror or err}); the earlier ones are intact") from None
+        self.accelerator.wait_for_everyone()
+
     def start_run(self) -> None:
-        train = self.config.train
+        """Check the run folder and resume if asked (or if it holds this very run); then write the
+        config and open TensorBoard. Nothing is written before the checks pass."""
+        folder = self._decided_on_main(self._choose_start)
+        if folder is not None:
+            if (folder / ckpt.WEIGHTS).is_file():
+                ckpt.check_compatible(self.accelerator.unwrap_model(self.model).state_dict(), folder / ckpt.WEIGHTS)
+            elif self.accelerator.distributed_type != DistributedType.DEEPSPEED:
+                # Accelerate would fall back to unpickling pytorch_model.bin; weights come only from safetensors.
+                raise UserError(f"{folder}: no {ckpt.WEIGHTS} (model weights are only read from safetensors)")
+            try:
+                self.accelerator.load_state(str(folder))
+            except (RuntimeError, ValueError, KeyError) as err:  # a state that does not fit this optimizer or scheduler
+                raise UserError(f"{folder}: cannot resume from it ({str(err).splitlines()[0]})") from err
+            if self.is_main:
+                print(f"resumed from {folder} at epoch {self.state.epoch}, step {self.state.step}", flush=True)
         if self.is_main:
             self.save_root.mkdir(parents=True, exist_ok=True)
             ckpt.write_config(self.config, self.save_root)
         self.accelerator.init_trackers(TB_PROJECT)
         if self.is_main:
             write_hparams(self.accelerator.get_tracker("tensorboard", unwrap=True), self.config.flat())
-        if train.resume_from_checkpoint:
-            folder = ckpt.resolve_resume(self.save_root, train.resume_from_checkpoint)
-            self.accelerator.load_state(str(folder))
-            if self.is_main:
-                print(f"resumed from {folder} at epoch {self.state.epoch}, step {self.state.step}", flush=True)
+
+    def _choose_start(self) -> Path | None:
+        folder, notes = ckpt.choose_start(self.config)
+        for note in notes:
+            print(note, file=sys.stderr, flush=True)
+        return folder
+
+    def _decided_on_main(self, decide):
+        """Run `decide` on the main process only and give every process its result (or its UserError)."""
+        outcome = [None]
+        if self.is_main:
+            try:
+                outcome = [("result", decide())]
+            except UserError as err:
+                outcome = [("error", str(err))]
+        broadcast_object_list(outcome)
+        kind, value = outcome[0]
+        if kind == "error":
+            raise UserError(value)
+        return value
 
     def finish(self) -> Evaluation:
         """Evaluate the best weights, write their CSV, plot and GIF, and log the per-frame PSNR."""
@@ -397,6 +574,14 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except Preempted as stop:
+        if trainer.is_main:
+            print(
+                f"{stop}: checkpoint {stop.checkpoint}; continue with --resume_from_checkpoint latest "
+                f"(exit status {EXIT_REQUEUE} asks for a requeue)",
+                flush=True,
+            )
+        return EXIT_REQUEUE
     if evaluation is not None:
         minutes = (time.perf_counter() - started) / 60
         print(f"done in {minutes:.1f} min; best epoch {trainer.state.best_epoch}: {summary_line(evaluation)}")

@@ -104,7 +104,8 @@ class CourseDataset:
     def val(self) -> Video:
         return self._video("val")
 
-    def test(self) -> list[TestSequence]:
+    def test(self, labels_per_sequence: int | None = None) -> list[TestSequence]:
+        """The test sequences; with `labels_per_sequence` (the course's 630), each must have exactly that many labels."""
         image_root, label_root = self.root / "test" / "test_img", self.root / "test" / "test_label"
         if not image_root.is_dir():
             raise UserError(f"{image_root}: folder not found")
@@ -115,6 +116,8 @@ class CourseDataset:
         for name in names:
             first = sorted_pngs(image_root / name)[0]
             labels = sorted_pngs(label_root / name)
+            if labels_per_sequence is not None and len(labels) != labels_per_sequence:
+                raise UserError(f"{label_root / name}: {len(labels)} labels, a test sequence needs {labels_per_sequence}")
             sequences.append(
                 TestSequence(
                     name=name,

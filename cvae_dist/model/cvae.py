@@ -52,8 +52,13 @@ class CVAE(nn.Module):
         return self.label_transformation(labels)
 
     def posterior(self, frame_feature: torch.Tensor, label_feature: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """mu and logvar of q(z_t | x_t, P_t)."""
-        return self.Gaussian_Predictor(frame_feature, label_feature)
+        """mu and logvar of q(z_t | x_t, P_t), the log-variance kept in [logvar_min, logvar_max] if clamped."""
+        mu, logvar = self.Gaussian_Predictor(frame_feature, label_feature)
+        if self.config.logvar_clamp:
+            # Outside this range exp(logvar) in the KL and exp(logvar / 2) in the reparameterization
+            # overflow or vanish; inside it the values pass through unchanged (as in Stable Diffusion's VAE).
+            logvar = logvar.clamp(self.config.logvar_min, self.config.logvar_max)
+        return mu, logvar
 
     def decode(self, prev_feature: torch.Tensor, label_feature: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """The next frame from the previous frame's features, the pose's features and z."""
