@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
@@ -118,8 +119,9 @@ def plot_loss_tfr(runs: list[RunLog], path: Path) -> None:
         axes.plot(epochs, loss, marker="o", color="tab:blue", label="loss")
         axes.set(ylabel="loss", title=run.name)
         axes.set_yscale("log")
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         ratio = axes.twinx()
-        ratio.step(*run.series("epoch/tfr"), where="mid", color="tab:green", label="tfr")
+        ratio.plot(*run.series("epoch/tfr"), drawstyle="steps-mid", marker="s", color="tab:green", label="tfr")
         ratio.set(ylabel="teacher-forcing ratio", ylim=(-0.05, 1.05))
         handles = [*axes.get_legend_handles_labels()[0], *ratio.get_legend_handles_labels()[0]]
         handles.append(Patch(color="tab:orange", alpha=0.35, label="teacher forcing on (shade: share of batches)"))
