@@ -53,6 +53,7 @@ def ssim_per_frame(pred: torch.Tensor, target: torch.Tensor, data_range: float =
     (no padding, as Wang et al.'s reference code), computed per channel; the SSIM map is then
     averaged over channels and positions.
     """
+    pred, target = torch.broadcast_tensors(pred, target)  # e.g. N samples against one truth
     shape = pred.shape
     channels = shape[-3]
     x = pred.reshape(-1, channels, *shape[-2:]).double()
