@@ -55,6 +55,6 @@ def tiny_run(dataset_root, tmp_path_factory) -> Path:
     save_root = tmp_path_factory.mktemp("tiny_run") / "teacher_forced_then_free"
     args = ["--DR", str(dataset_root), "--save_root", str(save_root), *TINY_RUN, "--num_epoch", "2", "--per_save", "1",
             "--tfr", "1", "--tfr_sde", "1", "--tfr_d_step", "1", "--kl_anneal_type", "Monotonic"]
-    result = accelerate_launch(args, cwd=save_root.parent)
+    result = accelerate_launch(args, cwd=save_root.parent, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     return save_root
