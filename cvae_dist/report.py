@@ -42,6 +42,7 @@ SETTINGS = {
     "tfr_d_step": "tfr_d_step",
     "tfr_coin": "coin",
     "num_epoch": "epochs",
+    "partial": "partial",
     "batch_size": "batch",
     "lr": "lr",
 }
@@ -167,7 +168,8 @@ def plot_psnr_per_frame(runs: list[RunLog], path: Path) -> None:
             axes.plot(frames, psnr, linewidth=1.0, label=f"{run.name} (avg {psnr.mean():.2f} dB)")
     axes.set(xlabel="frame", ylabel="PSNR (dB)", title=FIGURES["psnr_per_frame"])
     axes.grid(alpha=0.3)
-    axes.legend(fontsize="small")
+    if axes.get_legend_handles_labels()[0]:  # runs stopped before their final evaluation have no curve
+        axes.legend(fontsize="small")
     figure.savefig(path, dpi=110)
 
 
@@ -180,12 +182,13 @@ def _cell(value: Any) -> str:
 
 
 def markdown(runs: list[RunLog]) -> str:
-    header = ["run", *SETTINGS.values(), "last logged step", "avg PSNR (dB)", "best val PSNR (dB)", "copy-first-frame (dB)"]
+    header = ["run", *SETTINGS.values(), "last logged step", "val PSNR per epoch (dB)", "avg PSNR (dB)", "best val PSNR (dB)", "copy-first-frame (dB)"]
     lines = ["# Training report", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for run in runs:
         best = run.last("val/best_psnr")
         steps = run.series("train/loss")[0]
         cells = [run.name, *(_cell(run.settings.get(key)) for key in SETTINGS), _cell(int(steps[-1]) if len(steps) else None)]
+        cells.append(", ".join(f"{epoch}: {psnr:.2f}" for epoch, psnr in zip(*run.series("val/psnr"))) or "—")
         cells += [_cell(round(v, 2) if v is not None else None) for v in (run.last("final/psnr"), best, run.last("val/baseline_psnr"))]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "avg PSNR: the best weights rolled out over the whole validation video from its first frame (frames 1..T-1).", ""]
