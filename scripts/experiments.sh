@@ -15,8 +15,9 @@ declare -A RUNS=(
   [without]="--num_epoch 3 --per_save 3 --kl_anneal_type Without --tfr 0"
   [cyclical]="--num_epoch 3 --per_save 3 --kl_anneal_type Cyclical --kl_anneal_unit step --kl_anneal_cycle 3 --kl_anneal_ratio 0.5 --tfr 0"
   [monotonic]="--num_epoch 2 --per_save 2 --eval_every 2 --kl_anneal_type Monotonic --kl_anneal_unit step --kl_anneal_ratio 0.5 --tfr 0"
-  # Teacher forcing with beta fixed at 1, 50 optimizer steps each; 'off' is `without` after epoch 1.
-  [tf_on]="--num_epoch 1 --per_save 1 --kl_anneal_type Without --tfr 1 --tfr_d_step 0"
+  # Teacher forcing with beta fixed at 1; "off" is `without` after its first epoch (50 steps).
+  # On throughout, half the video once (25 steps): the same run as tf_decay up to the end of its first epoch.
+  [tf_on]="--num_epoch 1 --partial 0.5 --per_save 1 --kl_anneal_type Without --tfr 1 --tfr_d_step 0"
   # Decaying needs two epochs: half the video twice (25 steps each), tfr 1.0 then 0.5 (a coin per batch).
   [tf_decay]="--num_epoch 2 --partial 0.5 --per_save 2 --eval_every 2 --kl_anneal_type Without --tfr 1 --tfr_sde 1 --tfr_d_step 0.5 --tfr_coin batch"
 )
