@@ -1,8 +1,13 @@
 """Validation: roll the validation video out from its first frame and score every frame.
 
-`python -m cvae_dist.evaluate --ckpt CKPT --DR ROOT --out DIR` writes the PSNR of each frame
-(CSV), a plot of it, and a GIF of prediction | truth | pose, and prints the average PSNR next to
-the copy-the-first-frame baseline's. Training runs the same evaluation every epoch.
+`python -m cvae_dist.evaluate --ckpt CKPT --DR ROOT --out DIR [--samples N] [--z prior|mean]`
+writes the PSNR and SSIM of each frame (CSV), a plot of the PSNR, and a GIF of
+prediction | truth | pose, and prints the averages next to the copy-the-first-frame baseline's.
+Training runs the same evaluation every epoch.
+
+A stochastic model is scored on N latent samples, rolled out together in one batch: mean-of-N
+averages each frame's score over the samples; best-of-N takes the sample with the best average
+score (per metric), as Denton & Fergus (2018) report SVG.
 """
 
 from __future__ import annotations
@@ -20,20 +25,46 @@ import torch
 
 from cvae_dist.data.course import Video, to_unit_float
 from cvae_dist.errors import UserError
-from cvae_dist.metrics import average_psnr, psnr_per_frame
+from cvae_dist.metrics import average_psnr, psnr_per_frame, ssim_per_frame
 from cvae_dist.rollout import generate
 
 
 @dataclass
 class Evaluation:
-    """A validation rollout and its scores; frame 0 is the given frame."""
+    """A validation rollout of N latent samples and its scores; frame 0 is the given frame."""
 
     pred: torch.Tensor
-    """Predicted video, (T, 3, H, W) in [0, 1], on the CPU."""
-    psnr: torch.Tensor
-    """PSNR of each frame against the truth, (T,)."""
+    """The sample with the best average PSNR, (T, 3, H, W) in [0, 1], on the CPU."""
+    psnr_samples: torch.Tensor
+    """PSNR of each sample's frames against the truth, (N, T)."""
+    ssim_samples: torch.Tensor
+    """SSIM of each sample's frames against the truth, (N, T)."""
     baseline_psnr: torch.Tensor
     """PSNR of each frame for the copy-the-first-frame baseline, (T,)."""
+
+    @property
+    def samples(self) -> int:
+        return self.psnr_samples.shape[0]
+
+    @property
+    def psnr(self) -> torch.Tensor:
+        """Mean-of-N PSNR of each frame, (T,)."""
+        return self.psnr_samples.mean(dim=0)
+
+    @property
+    def ssim(self) -> torch.Tensor:
+        """Mean-of-N SSIM of each frame, (T,)."""
+        return self.ssim_samples.mean(dim=0)
+
+    @property
+    def best_psnr(self) -> torch.Tensor:
+        """Best-of-N PSNR of each frame: the frames of the sample with the best average PSNR, (T,)."""
+        return self.psnr_samples[average_psnr(self.psnr_samples).argmax()]
+
+    @property
+    def best_ssim(self) -> torch.Tensor:
+        """Best-of-N SSIM of each frame: the frames of the sample with the best average SSIM, (T,)."""
+        return self.ssim_samples[average_psnr(self.ssim_samples).argmax()]
 
     @property
     def average(self) -> float:
@@ -42,6 +73,11 @@ class Evaluation:
     @property
     def baseline_average(self) -> float:
         return float(average_psnr(self.baseline_psnr))
+
+    def averages(self) -> dict[str, float]:
+        """Every score averaged over frames 1..T-1."""
+        curves = {"psnr": self.psnr, "ssim": self.ssim, "best_psnr": self.best_psnr, "best_ssim": self.best_ssim}
+        return {name: float(average_psnr(curve)) for name, curve in curves.items()}
 
 
 def evaluate_video(
@@ -52,12 +88,18 @@ def evaluate_video(
     seed: int = 0,
     z: str = "prior",
     autocast=contextlib.nullcontext,
+    samples: int = 1,
 ) -> Evaluation:
-    """Roll out the first `length` frames of `video` from its first frame, with the model in eval mode.
+    """Roll out the first `length` frames of `video` from its first frame, `samples` times in one
+    batch, with the model in eval mode.
 
     The prior's noise comes from a generator seeded with `seed`, so the score of a given model is
     reproducible and evaluation leaves the training random state untouched.
     """
+    if samples < 1:
+        raise UserError(f"--samples must be >= 1, got {samples}")
+    if samples > 1 and z == "mean":
+        raise UserError("--samples > 1 needs --z prior: with z at its mean every sample is the same")
     length = min(length or len(video.frames), len(video.frames))
     truth = to_unit_float(torch.from_numpy(np.array(video.frames[:length])))
     labels = to_unit_float(torch.from_numpy(np.array(video.labels[:length]))).to(device)
@@ -66,20 +108,28 @@ def evaluate_video(
     model.eval()
     try:
         with autocast():
-            pred = generate(model, truth[:1].to(device), labels[None], z=z, generator=generator)[0]
+            first = truth[:1].to(device).expand(samples, -1, -1, -1)
+            pred = generate(model, first, labels[None].expand(samples, -1, -1, -1, -1), z=z, generator=generator)
     finally:
         model.train(was_training)
     pred = pred.float().clamp(0, 1).cpu()
+    psnr = psnr_per_frame(pred, truth)
     baseline = truth[:1].expand_as(truth)
-    return Evaluation(pred=pred, psnr=psnr_per_frame(pred, truth), baseline_psnr=psnr_per_frame(baseline, truth))
+    return Evaluation(
+        pred=pred[average_psnr(psnr).argmax()],
+        psnr_samples=psnr,
+        ssim_samples=ssim_per_frame(pred, truth),
+        baseline_psnr=psnr_per_frame(baseline, truth),
+    )
 
 
 def write_psnr_csv(evaluation: Evaluation, path: Path) -> None:
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["frame", "psnr", "baseline_psnr"])
+        writer.writerow(["frame", "psnr", "baseline_psnr", "ssim", "best_psnr", "best_ssim"])
+        columns = [evaluation.psnr, evaluation.baseline_psnr, evaluation.ssim, evaluation.best_psnr, evaluation.best_ssim]
         for t in range(1, len(evaluation.psnr)):
-            writer.writerow([t, f"{evaluation.psnr[t]:.4f}", f"{evaluation.baseline_psnr[t]:.4f}"])
+            writer.writerow([t, *(f"{column[t]:.4f}" for column in columns)])
 
 
 def plot_psnr(evaluation: Evaluation, path: Path, title: str = "PSNR per frame") -> None:
@@ -88,7 +138,11 @@ def plot_psnr(evaluation: Evaluation, path: Path, title: str = "PSNR per frame")
     frames = np.arange(1, len(evaluation.psnr))
     figure = Figure(figsize=(8, 3.5), layout="constrained")
     axes = figure.subplots()
-    axes.plot(frames, evaluation.psnr[1:].numpy(), label=f"model (avg {evaluation.average:.2f} dB)", linewidth=1.2)
+    mean_of = f"mean of {evaluation.samples} samples, " if evaluation.samples > 1 else ""
+    axes.plot(frames, evaluation.psnr[1:].numpy(), label=f"model ({mean_of}avg {evaluation.average:.2f} dB)", linewidth=1.2)
+    if evaluation.samples > 1:
+        best = evaluation.averages()["best_psnr"]
+        axes.plot(frames, evaluation.best_psnr[1:].numpy(), label=f"best of {evaluation.samples} (avg {best:.2f} dB)", linewidth=1.0)
     axes.plot(
         frames,
         evaluation.baseline_psnr[1:].numpy(),
@@ -103,18 +157,24 @@ def plot_psnr(evaluation: Evaluation, path: Path, title: str = "PSNR per frame")
     figure.savefig(path, dpi=120)
 
 
-def write_gif(evaluation: Evaluation, video: Video, path: Path, scale: int = 2, fps: int = 20) -> None:
-    """prediction | truth | pose, side by side, one GIF frame per video frame."""
-    length = len(evaluation.pred)
-    panels = [
-        (evaluation.pred.numpy() * 255).round().astype(np.uint8),
-        np.asarray(video.frames[:length]),
-        np.asarray(video.labels[:length]),
-    ]
-    separator = np.full((length, 3, panels[0].shape[2], 1), 255, dtype=np.uint8)
-    frames = np.concatenate([panels[0], separator, panels[1], separator, panels[2]], axis=3)
-    frames = frames.transpose(0, 2, 3, 1).repeat(scale, axis=1).repeat(scale, axis=2)
+def to_uint8(frames: torch.Tensor) -> np.ndarray:
+    """Frames in [0, 1] -> uint8 with rint(x * 255), the course's submission rounding."""
+    return np.rint(frames.float().clamp(0, 1).cpu().numpy() * 255).astype(np.uint8)
+
+
+def write_panels_gif(panels: list[np.ndarray], path: Path, scale: int = 2, fps: int = 20) -> None:
+    """Videos of uint8 (T, 3, H, W) side by side, one GIF frame per video frame."""
+    length, _, height, _ = panels[0].shape
+    separator = np.full((length, 3, height, 1), 255, dtype=np.uint8)
+    pieces = [piece for panel in panels for piece in (separator, panel)][1:]
+    frames = np.concatenate(pieces, axis=3).transpose(0, 2, 3, 1).repeat(scale, axis=1).repeat(scale, axis=2)
     iio.imwrite(path, frames, extension=".gif", duration=1000 / fps, loop=0)
+
+
+def write_gif(evaluation: Evaluation, video: Video, path: Path) -> None:
+    """prediction | truth | pose."""
+    length = len(evaluation.pred)
+    write_panels_gif([to_uint8(evaluation.pred), np.asarray(video.frames[:length]), np.asarray(video.labels[:length])], path)
 
 
 def write_evaluation(evaluation: Evaluation, video: Video, out_dir: str | Path, title: str = "PSNR per frame") -> dict[str, Path]:
@@ -129,23 +189,31 @@ def write_evaluation(evaluation: Evaluation, video: Video, out_dir: str | Path, 
 
 
 def summary_line(evaluation: Evaluation) -> str:
-    return (
+    line = (
         f"average PSNR over frames 1-{len(evaluation.psnr) - 1}: {evaluation.average:.2f} dB "
         f"(copy-the-first-frame baseline: {evaluation.baseline_average:.2f} dB, "
-        f"{evaluation.average - evaluation.baseline_average:+.2f} dB)"
+        f"{evaluation.average - evaluation.baseline_average:+.2f} dB); average SSIM {evaluation.averages()['ssim']:.4f}"
+    )
+    if evaluation.samples == 1:
+        return line
+    scores = evaluation.averages()
+    return (
+        f"{line}\nover {evaluation.samples} samples: PSNR mean-of-N {scores['psnr']:.2f} dB, best-of-N {scores['best_psnr']:.2f} dB; "
+        f"SSIM mean-of-N {scores['ssim']:.4f}, best-of-N {scores['best_ssim']:.4f}"
     )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m cvae_dist.evaluate",
-        description="Roll the validation video out from its first frame and score each frame (PSNR).",
+        description="Roll the validation video out from its first frame and score each frame (PSNR, SSIM), over one or N latent samples.",
     )
     parser.add_argument("--ckpt", required=True, help="a run folder (uses its best weights), checkpoint folder or model.safetensors")
     parser.add_argument("--DR", help="dataset root in the course layout (default: the one the checkpoint was trained on)")
     parser.add_argument("--out", required=True, help="folder for psnr_per_frame.csv, psnr_per_frame.png and rollout.gif")
     parser.add_argument("--val_vi_len", type=int, default=None, help="frames to roll out (default: the whole video)")
     parser.add_argument("--z", choices=["prior", "mean"], default="prior", help="draw z from N(0,I), or use its mean (default: prior)")
+    parser.add_argument("--samples", type=int, default=1, metavar="N", help="latent samples per video, rolled out in one batch; scores are reported as mean-of-N and best-of-N (default: 1)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the prior's noise (default: 0)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device (default: cuda if available)")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
@@ -164,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
             config.data.DR = args.DR
         dataset = CourseDataset(dataset_root(config.data), config.data.frame_H, config.data.frame_W)
         video = dataset.val()
-        evaluation = evaluate_video(model, video, args.device, args.val_vi_len, seed=args.seed, z=args.z)
+        evaluation = evaluate_video(model, video, args.device, args.val_vi_len, seed=args.seed, z=args.z, samples=args.samples)
         paths = write_evaluation(evaluation, video, args.out)
     except UserError as err:
         if args.debug:

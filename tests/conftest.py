@@ -47,3 +47,14 @@ def accelerate_launch(args: list[str], cwd: Path, timeout: int = 300, extra: lis
         str(REPO / "cvae_dist" / "train.py"), *args,
     ]
     return subprocess.run(command, cwd=cwd, env=run_env(), capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(dataset_root, tmp_path_factory) -> Path:
+    """A finished two-epoch run: teacher forcing in epoch 1 only, beta annealed per epoch, 8 steps an epoch."""
+    save_root = tmp_path_factory.mktemp("tiny_run") / "teacher_forced_then_free"
+    args = ["--DR", str(dataset_root), "--save_root", str(save_root), *TINY_RUN, "--num_epoch", "2", "--per_save", "1",
+            "--tfr", "1", "--tfr_sde", "1", "--tfr_d_step", "1", "--kl_anneal_type", "Monotonic"]
+    result = accelerate_launch(args, cwd=save_root.parent, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return save_root

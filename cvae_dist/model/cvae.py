@@ -3,11 +3,14 @@
 The network is split into the steps a rollout composes (`encode_frames`, `encode_labels`,
 `posterior`, `decode`); `forward` is the training rollout, so that wrappers such as DDP see
 every parameter used in one call.
+
+`save_pretrained(folder)` / `CVAE.from_pretrained(folder)` (huggingface_hub's
+PyTorchModelHubMixin) write and read `config.json` (the ModelConfig) and `model.safetensors`;
+a local folder needs no network.
 """
 
-from __future__ import annotations
-
 import torch
+from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
 from cvae_dist.config import ModelConfig
@@ -22,7 +25,9 @@ from cvae_dist.model.layers import (
 )
 
 
-class CVAE(nn.Module):
+# No `from __future__ import annotations` here: the hub mixin reads the real ModelConfig class
+# off __init__'s signature to rebuild the dataclass from config.json.
+class CVAE(nn.Module, PyTorchModelHubMixin, library_name="cvae-dist"):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
@@ -37,7 +42,12 @@ class CVAE(nn.Module):
             nn.init.zeros_(head.weight)
             nn.init.zeros_(head.bias)
 
-    def train(self, mode: bool = True) -> CVAE:
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *, strict: bool = True, **kwargs) -> "CVAE":
+        """The mixin's loader, strict by default so that a missing or stray weight is an error."""
+        return super().from_pretrained(pretrained_model_name_or_path, strict=strict, **kwargs)
+
+    def train(self, mode: bool = True) -> "CVAE":
         super().train(mode)
         if mode and self.config.freeze_batchnorm:
             for module in self.modules():

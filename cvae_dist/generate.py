@@ -1,0 +1,95 @@
+"""Test-set generation: the course's Kaggle `submission.csv`, and a GIF per test sequence.
+
+    python -m cvae_dist.generate --ckpt CKPT --DR ROOT --out DIR
+
+Every test sequence is rolled out from its given first frame along its pose labels, all of them
+together in one batched rollout. `submission.csv` has the header `id,0,1,...,6143` and one row
+per frame: `id = sequence * 630 + t` (t = 0 is the given frame, sequences in the numeric order
+of their folders), then the frame's pixels as ints `rint(x * 255)`, flattened channel-major
+(k = c*H*W + h*W + w).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from cvae_dist.data.course import TestSequence, to_unit_float
+from cvae_dist.errors import UserError
+from cvae_dist.evaluate import to_uint8, write_panels_gif
+from cvae_dist.rollout import generate
+
+SUBMISSION = "submission.csv"
+
+
+def roll_out_tests(model, sequences: list[TestSequence], device, z: str = "prior", seed: int = 0) -> torch.Tensor:
+    """All test sequences in one batch -> (S, T, 3, H, W) in [0, 1] on the CPU, the given frame first."""
+    lengths = {len(s.labels) for s in sequences}
+    if len(lengths) > 1:
+        raise UserError(f"test sequences have different numbers of labels ({sorted(lengths)}); one batched rollout needs equal lengths")
+    first = to_unit_float(torch.from_numpy(np.stack([s.first_frame for s in sequences]))).to(device)
+    labels = to_unit_float(torch.from_numpy(np.stack([s.labels for s in sequences]))).to(device)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    model.eval()
+    return generate(model, first, labels, z=z, generator=generator).float().clamp(0, 1).cpu()
+
+
+def write_submission(videos: np.ndarray, path: Path, progress: bool = True) -> None:
+    """uint8 videos (S, T, C, H, W) -> the course's submission.csv."""
+    sequences, steps = videos.shape[:2]
+    rows = videos.reshape(sequences * steps, -1)  # C,H,W-major per frame, sequences one after another
+    with path.open("w", newline="") as handle:
+        handle.write("id," + ",".join(map(str, range(rows.shape[1]))) + "\n")
+        for row_id, row in enumerate(tqdm(rows, desc="submission.csv", unit="row", disable=not progress)):
+            handle.write(f"{row_id}," + ",".join(map(str, row.tolist())) + "\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m cvae_dist.generate",
+        description="Roll out every test sequence (one batch) and write the course's Kaggle submission.csv and a GIF per sequence.",
+    )
+    parser.add_argument("--ckpt", required=True, help="a run folder (uses its best weights), checkpoint folder or model.safetensors")
+    parser.add_argument("--DR", help="dataset root in the course layout (default: the one the checkpoint was trained on)")
+    parser.add_argument("--out", required=True, help="folder for submission.csv and test_<i>.gif")
+    parser.add_argument("--z", choices=["prior", "mean"], default="prior", help="draw z from N(0,I), or use its mean (default: prior)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the prior's noise (default: 0)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device (default: cuda if available)")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        from cvae_dist.checkpoint import load_model
+        from cvae_dist.data import dataset_root
+        from cvae_dist.data.course import CourseDataset
+
+        model, config = load_model(args.ckpt, args.device)
+        if args.DR is not None:
+            config.data.DR = args.DR
+        dataset = CourseDataset(dataset_root(config.data), config.data.frame_H, config.data.frame_W)
+        sequences = dataset.test()
+        videos = to_uint8(roll_out_tests(model, sequences, args.device, z=args.z, seed=args.seed))
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        write_submission(videos, out / SUBMISSION)
+        for sequence, video in zip(sequences, videos):
+            write_panels_gif([video, sequence.labels], out / f"test_{sequence.name}.gif")
+    except UserError as err:
+        if args.debug:
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {out / SUBMISSION} ({videos.shape[0]} sequences x {videos.shape[1]} frames) and {len(sequences)} GIFs (prediction | pose) in {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,151 @@
+"""Checkpoints of the course's own code, in and out.
+
+    python -m cvae_dist.interop import COURSE.ckpt OUTDIR     course checkpoint -> cvae_dist weights folder
+    python -m cvae_dist.interop export CKPT COURSE.ckpt       cvae_dist weights -> course checkpoint
+
+The course's `Trainer.save` writes `torch.save({"state_dict", "optimizer", "lr", "tfr",
+"last_epoch"})`, and its `load_checkpoint` reads it back with `load_state_dict(strict=True)`.
+Our network has the course's parameter names, so the state dict passes through unchanged; the
+widths are read off the tensor shapes. Files are always read with `weights_only=True`: a
+checkpoint from the internet must not be able to run code.
+
+An imported network keeps the course's behaviour (LeakyReLU slope 1, no output sigmoid), so it
+predicts exactly what it predicted in the course code. The course stores its model's own state
+dict under "optimizer" (a bug in its `save`), so no optimizer state is imported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pickle
+import sys
+from pathlib import Path
+
+import torch
+import yaml
+from safetensors.torch import save_file
+
+from cvae_dist import checkpoint as ckpt
+from cvae_dist.config import Config, from_flat, load_config_file, save_config_file
+from cvae_dist.errors import UserError
+
+COURSE_KEYS = ("state_dict", "optimizer", "lr", "tfr", "last_epoch")
+COURSE_STATE = "course_state.yaml"
+# What Accelerate's save_state calls the optimizer and the first registered object (TrainingState).
+ACCELERATE_OPTIMIZER = "optimizer.bin"
+ACCELERATE_TRAINING_STATE = "custom_checkpoint_0.pkl"
+
+
+def read_course_checkpoint(path: str | Path) -> dict:
+    """The course's checkpoint dict, read without unpickling arbitrary objects."""
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file") from None
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
+        raise UserError(f"{path}: not a checkpoint that loads with weights_only=True ({str(err).splitlines()[0]})") from None
+    if not isinstance(data, dict) or "state_dict" not in data:
+        raise UserError(f"{path}: expected the course's checkpoint dict with keys {', '.join(COURSE_KEYS)}")
+    return data
+
+
+def widths_of(state: dict[str, torch.Tensor]) -> dict[str, int]:
+    """F_dim, L_dim, N_dim and D_out_dim of a course state dict, from its tensor shapes."""
+    try:
+        label = state["label_transformation.4.conv1.weight"].shape[0]
+        posterior_in = state["Gaussian_Predictor.0.conv1.weight"].shape[1]
+        latent = state["Gaussian_Predictor.6.weight"].shape[0] // 2
+        decoder = state["Generator.0.block.0.conv1.0.weight"].shape[0]
+    except KeyError as err:
+        raise UserError(f"state dict has no {err}: not the course's VAE_Model") from None
+    return {"F_dim": posterior_in - label, "L_dim": label, "N_dim": latent, "D_out_dim": decoder}
+
+
+def import_course(course_ckpt: str | Path, out_dir: str | Path) -> Path:
+    """Write OUTDIR/model.safetensors, config.yaml and course_state.yaml from a course checkpoint."""
+    data = read_course_checkpoint(course_ckpt)
+    state = {k: v.contiguous() for k, v in data["state_dict"].items()}
+    settings = {**widths_of(state), "course_leaky_relu": True, "output_activation": "none", "zero_init_posterior": False}
+    if "lr" in data:
+        settings["lr"] = float(data["lr"])
+    if "tfr" in data:
+        settings["tfr"] = float(data["tfr"])
+    config = from_flat(settings, str(course_ckpt))
+    from cvae_dist.model import CVAE
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(out / ckpt.WEIGHTS))
+    ckpt.load_weights_into(CVAE(config.model), out / ckpt.WEIGHTS)  # refuse what would not load strictly
+    save_config_file(config, out / ckpt.CONFIG)
+    course_state = {"lr": config.train.lr, "tfr": config.method.tfr, "last_epoch": int(data.get("last_epoch", 0))}
+    (out / COURSE_STATE).write_text(yaml.safe_dump(course_state, sort_keys=False))
+    return out
+
+
+def _scheduled_lr(config: Config, epoch: int) -> float:
+    """The course's MultiStepLR learning rate after `epoch` epochs."""
+    train = config.train
+    return train.lr * train.lr_gamma ** sum(milestone <= epoch for milestone in train.lr_milestones)
+
+
+def _training_progress(folder: Path, config: Config) -> tuple[dict, dict]:
+    """(lr, tfr, last_epoch) and the optimizer state of the folder the weights came from."""
+    if (folder / COURSE_STATE).is_file():
+        return yaml.safe_load((folder / COURSE_STATE).read_text()), {}
+    epoch, tfr = 0, config.method.tfr
+    if (folder / ACCELERATE_TRAINING_STATE).is_file():
+        state = torch.load(folder / ACCELERATE_TRAINING_STATE, map_location="cpu", weights_only=True)
+        epoch, tfr = int(state["epoch"]), float(state["tfr"])
+    optimizer = {}
+    if (folder / ACCELERATE_OPTIMIZER).is_file():
+        optimizer = torch.load(folder / ACCELERATE_OPTIMIZER, map_location="cpu", weights_only=True)
+    return {"lr": _scheduled_lr(config, epoch), "tfr": tfr, "last_epoch": epoch}, optimizer
+
+
+def export_course(source: str | Path, course_ckpt: str | Path) -> Path:
+    """Write a course checkpoint from a run folder, checkpoint folder or model.safetensors."""
+    weights, config_file = ckpt.find_weights(source)
+    config = load_config_file(config_file)
+    state = ckpt.load_state_dict(weights)
+    progress, optimizer = _training_progress(weights.parent, config)
+    out = Path(course_ckpt)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": state, "optimizer": optimizer, **progress}, out)
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m cvae_dist.interop",
+        description="Convert checkpoints between the course's code (torch.save dict) and cvae_dist (safetensors + config.yaml).",
+    )
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks")
+    commands = parser.add_subparsers(dest="command", required=True)
+    importer = commands.add_parser("import", help="course checkpoint -> cvae_dist weights folder (model.safetensors, config.yaml)")
+    importer.add_argument("course_ckpt", metavar="COURSE.ckpt", help="a checkpoint written by the course's Trainer.save")
+    importer.add_argument("out_dir", metavar="OUTDIR", help="folder to write; usable as --ckpt_path, --ckpt of evaluate/generate")
+    exporter = commands.add_parser("export", help="cvae_dist weights -> a checkpoint the course's VAE_Model loads with strict=True")
+    exporter.add_argument("ckpt", metavar="CKPT", help="a run folder (its best weights), checkpoint folder or model.safetensors")
+    exporter.add_argument("course_ckpt", metavar="COURSE.ckpt", help="file to write")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "import":
+            out = import_course(args.course_ckpt, args.out_dir)
+        else:
+            out = export_course(args.ckpt, args.course_ckpt)
+    except UserError as err:
+        if args.debug:
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

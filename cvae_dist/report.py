@@ -1,0 +1,238 @@
+"""The course report's figures, drawn from the TensorBoard events of one or more runs.
+
+    python -m cvae_dist.report RUN_DIR [RUN_DIR ...] --out DIR
+
+writes into DIR:
+- `loss_tfr.png`: training loss and teacher-forcing ratio per epoch, epochs that were
+  teacher-forced shaded (by the fraction of their batches that were);
+- `loss_beta.png`: training loss per logged step with the KL weight beta;
+- `val_psnr.png`: validation PSNR per epoch of every run, with the copy-first-frame baseline;
+- `psnr_per_frame.png`: PSNR of each validation frame (best weights) of every run in one plot;
+- `report.md`: a page embedding them, with a table of each run's settings and average PSNR.
+
+Runs are read with TensorBoard's own EventAccumulator; a run's settings come from the HParams
+record its training wrote into the same event file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import plugin_data_pb2
+
+from cvae_dist.errors import UserError
+
+# The settings the course's comparisons vary, shown in the report's table.
+SETTINGS = {
+    "kl_anneal_type": "KL annealing",
+    "kl_anneal_cycle": "cycles",
+    "kl_anneal_ratio": "ratio",
+    "kl_anneal_unit": "unit",
+    "tfr": "tfr",
+    "tfr_sde": "tfr_sde",
+    "tfr_d_step": "tfr_d_step",
+    "tfr_coin": "coin",
+    "num_epoch": "epochs",
+    "partial": "partial",
+    "batch_size": "batch",
+    "lr": "lr",
+}
+FIGURES = {
+    "loss_tfr": "Training loss and teacher-forcing ratio per epoch",
+    "loss_beta": "Training loss and the KL weight beta per step",
+    "val_psnr": "Validation PSNR per epoch",
+    "psnr_per_frame": "PSNR per frame of the validation video (best weights)",
+}
+
+
+@dataclass
+class RunLog:
+    """One run's scalars and settings, as its TensorBoard events hold them."""
+
+    name: str
+    settings: dict[str, Any]
+    scalars: dict[str, tuple[np.ndarray, np.ndarray]]
+
+    def series(self, tag: str) -> tuple[np.ndarray, np.ndarray]:
+        """(steps, values) of a scalar tag; empty arrays where the run never logged it."""
+        return self.scalars.get(tag, (np.zeros(0, dtype=int), np.zeros(0)))
+
+    def last(self, tag: str) -> float | None:
+        values = self.series(tag)[1]
+        return float(values[-1]) if len(values) else None
+
+
+def event_folder(run_dir: Path) -> Path:
+    """The folder of a run's event files: RUN_DIR itself, or the one folder below it that has them."""
+    folders = sorted({p.parent for p in run_dir.rglob("events.out.tfevents.*")})
+    if not folders:
+        raise UserError(f"{run_dir}: no TensorBoard event files in this folder")
+    if len(folders) > 1:
+        raise UserError(f"{run_dir}: event files in several folders ({', '.join(str(f) for f in folders)}); name one of them")
+    return folders[0]
+
+
+def hparam_settings(accumulator: EventAccumulator) -> dict[str, Any]:
+    try:
+        content = accumulator.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+    except KeyError:  # a run written without its HParams record
+        return {}
+    session = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info
+    return {name: getattr(value, value.WhichOneof("kind")) for name, value in session.hparams.items() if value.WhichOneof("kind")}
+
+
+def read_run(run_dir: str | Path) -> RunLog:
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UserError(f"{run_dir}: run folder not found")
+    accumulator = EventAccumulator(str(event_folder(run_dir)), size_guidance={"scalars": 0})
+    accumulator.Reload()
+    scalars = {}
+    for tag in accumulator.Tags()["scalars"]:
+        events = accumulator.Scalars(tag)
+        scalars[tag] = (np.array([e.step for e in events]), np.array([e.value for e in events]))
+    return RunLog(name=run_dir.name, settings=hparam_settings(accumulator), scalars=scalars)
+
+
+def _run_rows(runs: list[RunLog], title: str) -> tuple[Figure, list]:
+    figure = Figure(figsize=(8, 2.4 * len(runs) + 0.6), layout="constrained")
+    axes = figure.subplots(len(runs), 1, squeeze=False)[:, 0]
+    figure.suptitle(title)
+    return figure, list(axes)
+
+
+def plot_loss_tfr(runs: list[RunLog], path: Path) -> None:
+    figure, rows = _run_rows(runs, FIGURES["loss_tfr"])
+    for axes, run in zip(rows, runs):
+        epochs, loss = run.series("epoch/loss")
+        for epoch, forced in zip(*run.series("epoch/teacher_forcing")):
+            if forced > 0:
+                axes.axvspan(epoch - 0.5, epoch + 0.5, color="tab:orange", alpha=0.35 * forced, linewidth=0)
+        axes.plot(epochs, loss, marker="o", color="tab:blue", label="loss")
+        axes.set(ylabel="loss", title=run.name)
+        axes.set_yscale("log")
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ratio = axes.twinx()
+        ratio.plot(*run.series("epoch/tfr"), drawstyle="steps-mid", marker="s", color="tab:green", label="tfr")
+        ratio.set(ylabel="teacher-forcing ratio", ylim=(-0.05, 1.05))
+        handles = [*axes.get_legend_handles_labels()[0], *ratio.get_legend_handles_labels()[0]]
+        handles.append(Patch(color="tab:orange", alpha=0.35, label="teacher forcing on (shade: share of batches)"))
+        axes.legend(handles=handles, loc="upper right", fontsize="small")
+    rows[-1].set_xlabel("epoch")
+    figure.savefig(path, dpi=110)
+
+
+def plot_loss_beta(runs: list[RunLog], path: Path) -> None:
+    figure, rows = _run_rows(runs, FIGURES["loss_beta"])
+    for axes, run in zip(rows, runs):
+        axes.plot(*run.series("train/loss"), color="tab:blue", linewidth=1.0, label="loss")
+        axes.set(ylabel="loss", title=run.name)
+        axes.set_yscale("log")
+        beta = axes.twinx()
+        beta.plot(*run.series("train/beta"), color="tab:red", linewidth=1.2, label="beta")
+        beta.set(ylabel="KL weight beta", ylim=(-0.05, 1.05))
+        axes.legend(handles=[*axes.get_legend_handles_labels()[0], *beta.get_legend_handles_labels()[0]], loc="upper right", fontsize="small")
+    rows[-1].set_xlabel("optimizer step")
+    figure.savefig(path, dpi=110)
+
+
+def plot_val_psnr(runs: list[RunLog], path: Path) -> None:
+    figure = Figure(figsize=(8, 4), layout="constrained")
+    axes = figure.subplots()
+    for run in runs:
+        axes.plot(*run.series("val/psnr"), marker="o", label=run.name)
+    baseline = next((run.series("val/baseline_psnr") for run in runs if len(run.series("val/baseline_psnr")[0])), None)
+    if baseline is not None:
+        axes.axhline(baseline[1][-1], color="grey", linestyle="--", label="copy first frame")
+    axes.set(xlabel="epoch", ylabel="average PSNR (dB)", title=FIGURES["val_psnr"])
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize="small")
+    figure.savefig(path, dpi=110)
+
+
+def plot_psnr_per_frame(runs: list[RunLog], path: Path) -> None:
+    figure = Figure(figsize=(9, 4), layout="constrained")
+    axes = figure.subplots()
+    for run in runs:
+        frames, psnr = run.series("final/psnr_per_frame")
+        if len(frames):
+            axes.plot(frames, psnr, linewidth=1.0, label=f"{run.name} (avg {psnr.mean():.2f} dB)")
+    axes.set(xlabel="frame", ylabel="PSNR (dB)", title=FIGURES["psnr_per_frame"])
+    axes.grid(alpha=0.3)
+    if axes.get_legend_handles_labels()[0]:  # runs stopped before their final evaluation have no curve
+        axes.legend(fontsize="small")
+    figure.savefig(path, dpi=110)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def markdown(runs: list[RunLog]) -> str:
+    header = ["run", *SETTINGS.values(), "last logged step", "val PSNR per epoch (dB)", "avg PSNR (dB)", "best val PSNR (dB)", "copy-first-frame (dB)"]
+    lines = ["# Training report", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for run in runs:
+        best = run.last("val/best_psnr")
+        steps = run.series("train/loss")[0]
+        cells = [run.name, *(_cell(run.settings.get(key)) for key in SETTINGS), _cell(int(steps[-1]) if len(steps) else None)]
+        cells.append(", ".join(f"{epoch}: {psnr:.2f}" for epoch, psnr in zip(*run.series("val/psnr"))) or "—")
+        cells += [_cell(round(v, 2) if v is not None else None) for v in (run.last("final/psnr"), best, run.last("val/baseline_psnr"))]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "avg PSNR: the best weights rolled out over the whole validation video from its first frame (frames 1..T-1).", ""]
+    for name, title in FIGURES.items():
+        lines += [f"## {title}", "", f"![{title}]({name}.png)", ""]
+    return "\n".join(lines)
+
+
+def write_report(run_dirs: list[str | Path], out_dir: str | Path) -> Path:
+    runs = [read_run(d) for d in run_dirs]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    plot_loss_tfr(runs, out / "loss_tfr.png")
+    plot_loss_beta(runs, out / "loss_beta.png")
+    plot_val_psnr(runs, out / "val_psnr.png")
+    plot_psnr_per_frame(runs, out / "psnr_per_frame.png")
+    page = out / "report.md"
+    page.write_text(markdown(runs))
+    return page
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m cvae_dist.report",
+        description="Draw the course report's figures (loss, teacher forcing, beta, PSNR) from runs' TensorBoard events, with a Markdown page.",
+    )
+    parser.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders (their --save_root, or --logging_dir if set apart)")
+    parser.add_argument("--out", required=True, help="folder for the PNGs and report.md")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        page = write_report(args.runs, args.out)
+    except UserError as err:
+        if args.debug:
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {page} and its figures")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
