@@ -11,6 +11,8 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import shutil
 import sys
 from dataclasses import dataclass
@@ -62,12 +64,24 @@ TF_CURVES: dict[str, TeacherForcing] = {
     "--tfr 0.5 --tfr_sde 0 --tfr_d_step 0.0": TeacherForcing(0.5, 0, 0.0),
     "--tfr 0 (teacher forcing off)": TeacherForcing(0.0, 0, 0.0),
 }
+# The PNG text key under which a figure stores `series_digest` of what it plots.
+SERIES_KEY = "Series-SHA256"
 COIN_LABEL = "course default, --tfr_coin epoch: the coin each epoch throws (seed 0)"
 
 
 def plotted_series(figure: Figure) -> dict[str, np.ndarray]:
     """Every labelled line of a figure -> the y values it shows, read back from matplotlib."""
     return {line.get_label(): np.asarray(line.get_ydata(), dtype=float) for axes in figure.axes for line in axes.lines}
+
+
+def series_digest(figure: Figure) -> str:
+    """A hash of every value a figure plots, written into its PNG so a stale figure can be told apart."""
+    series = {label: [round(float(v), 9) for v in values] for label, values in sorted(plotted_series(figure).items())}
+    return hashlib.sha256(json.dumps(series).encode()).hexdigest()
+
+
+def save_figure(figure: Figure, path: Path, dpi: int = 110) -> None:
+    figure.savefig(path, dpi=dpi, metadata={"Software": "python -m cvae_dist.docs_figures", SERIES_KEY: series_digest(figure)})
 
 
 def beta_figure(curves: dict[str, KLAnnealer] = BETA_CURVES, epochs: int = EPOCHS) -> Figure:
@@ -108,8 +122,8 @@ def write_schedule_figures(out_dir: str | Path) -> dict[str, Path]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"beta": out / "kl_beta.png", "teacher_forcing": out / "teacher_forcing.png"}
-    beta_figure().savefig(paths["beta"], dpi=110)
-    teacher_forcing_figure().savefig(paths["teacher_forcing"], dpi=110)
+    save_figure(beta_figure(), paths["beta"])
+    save_figure(teacher_forcing_figure(), paths["teacher_forcing"])
     return paths
 
 
