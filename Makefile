@@ -12,7 +12,7 @@ demo: setup
 
 ## test: set up (with the test extras and a local Slurm), then run the whole test suite
 test: setup-dev
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 setup:
 	scripts/setup.sh runtime

@@ -8,10 +8,15 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from cvae_dist.data.synthetic import generate_dataset
 
 REPO = Path(__file__).resolve().parents[1]
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs one pytest worker per core: a thread pool each would make them fight over the cores.
+    torch.set_num_threads(1)
 
 # Small enough for seconds of CPU, big enough for several windows of 8 frames per epoch.
 SMALL_DATASET = dict(
