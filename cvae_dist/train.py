@@ -116,7 +116,7 @@ class Trainer:
         if train.compile:
             # In place rather than through Accelerate's dynamo plugin, whose OptimizedModule wrapper
             # would prefix every key that `save_model` writes with `_orig_mod.`.
-            model.compile()
+            model.compile(backend=train.compile_backend)
         optimizer_class = torch.optim.AdamW if train.optim == "AdamW" else torch.optim.Adam
         optimizer = optimizer_class(model.parameters(), lr=train.lr, **fast_optimizer(self.accelerator.device))
         scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=train.lr_milestones, gamma=train.lr_gamma)
