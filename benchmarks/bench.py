@@ -435,6 +435,53 @@ def table(rows: list[Row]) -> str:
 
 
 SECTIONS = ("train", "data", "rollout", "memory")
+FULL_EPOCH_FRAMES = 23_410  # the course's training video
+
+
+def training_flops_per_frame(preset: str, window: int) -> float:
+    """FLOPs (multiply-adds count 2) of cvae_dist's forward and backward per predicted frame, counted by PyTorch."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from cvae_dist.config import PRESETS, ModelConfig
+    from cvae_dist.loss import cvae_loss
+    from cvae_dist.model import CVAE
+
+    with torch.device("meta"):  # shapes only: counting costs no arithmetic
+        model = CVAE(ModelConfig(**PRESETS[preset]))
+        frames, labels = torch.rand(1, window, 3, 32, 64), torch.rand(1, window, 3, 32, 64)
+        noise = torch.randn(1, window - 1, model.config.N_dim, 32, 64)
+    with FlopCounterMode(display=False) as counter:
+        out = model(frames, labels, noise, True)
+        cvae_loss(out.pred, frames[:, 1:], out.mu, out.logvar, 1.0).total.backward()
+    return counter.get_total_flops() / (window - 1)
+
+
+def summary(rows: list[Row], settings: Settings, peak_tflops: float | None) -> dict:
+    """The figures the issue asks for, from the table's rows."""
+    by_name = {r.name: r for r in rows}
+    result = {}
+    for tf in ("on", "off"):
+        plain = by_name.get(f"plain loop (each frame encoded once), batch 2, fp32, TF {tf}")
+        ours = by_name.get(f"cvae_dist, batch 2, fp32, TF {tf}")
+        if plain and ours:
+            result[f"step_time_ratio_same_computation_tf_{tf}"] = ours.seconds / plain.seconds
+    course = by_name.get("plain loop (course, re-encodes x_{t-1}), batch 2, fp32, TF on")
+    best = [r for r in rows if r.notes.get("best")]
+    if course and best:
+        result["best_speedup_over_course_loop"] = best[0].frames_per_s / course.frames_per_s
+    cached = [r.frames_per_s for r in rows if r.name.startswith("uint8 cache")]
+    if cached:
+        result["cached_loader_frames_per_s"] = max(cached)
+    if best and settings.window == 16:
+        flops = training_flops_per_frame(settings.preset, settings.window)
+        predicted_per_epoch = FULL_EPOCH_FRAMES // settings.window * (settings.window - 1)
+        result["training_gflop_per_frame"] = flops / 1e9
+        result["best_tflops"] = best[0].frames_per_s * flops / 1e12
+        result["full_epoch_seconds"] = predicted_per_epoch / best[0].frames_per_s
+        if peak_tflops:
+            result["share_of_peak"] = result["best_tflops"] / peak_tflops
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -445,6 +492,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compile", action="store_true", help="also time cvae_dist's best setting under --compile (inductor; minutes of compiling)")
     parser.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
     parser.add_argument("--data", help="folder for the synthetic benchmark dataset (default: data/ in the repository)")
+    parser.add_argument("--peak_tflops", type=float, help="the device's peak (e.g. 989 for an H100 SXM in dense bf16), to report the best setting's share of it")
     parser.add_argument("--json", metavar="OUT", help="also write the table and the machine as JSON to this file")
     args = parser.parse_args(argv)
     sections = [s for s in args.sections.split(",") if s]
@@ -464,11 +512,14 @@ def main(argv: list[str] | None = None) -> int:
         for section in sections:
             getattr(bench, f"run_{section}")()
     report = {"machine": machine(bench.device), "command": " ".join(["python", "benchmarks/bench.py", *(argv if argv is not None else sys.argv[1:])]),
-              "settings": asdict(settings), "seconds": time.perf_counter() - started, "rows": [asdict(r) for r in bench.rows]}
+              "settings": asdict(settings), "seconds": time.perf_counter() - started, "rows": [asdict(r) for r in bench.rows],
+              "summary": summary(bench.rows, settings, args.peak_tflops)}
     print(f"# {report['machine']['cpu']} ({report['machine'].get('gpu', 'no GPU')}), torch {torch.__version__}, "
           f"load average {report['machine']['load_average'][0]:.1f}, preset {settings.preset}, window {settings.window}; "
           f"* = cvae_dist's best setting; {report['seconds']:.0f} s")
     print(table(bench.rows))
+    for key, value in report["summary"].items():
+        print(f"{key}: {value:,.3g}")
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
     return 0
