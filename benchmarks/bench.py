@@ -1,6 +1,6 @@
 """Speed and memory of cvae_dist against a plain course-style loop, on one machine, in one run.
 
-    python benchmarks/bench.py [--device cpu|cuda] [--preset lab|tiny] [--quick] [--compile] [--json OUT]
+    python benchmarks/bench.py [--device cpu|cuda] [--preset lab|tiny] [--quick] [--compile] [--peak_tflops P] [--json OUT]
 
 Prints one table and writes it as JSON. Rows:
   train   frames/s and peak memory of a training step: a plain frame-by-frame loop written the
@@ -486,10 +486,11 @@ def summary(rows: list[Row], settings: Settings, peak_tflops: float | None) -> d
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
-    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where to run (default: cpu)")
+    parser.add_argument("--device", choices=["cpu", "cuda"], help="where to run (default: cuda when there is a GPU, else cpu)")
     parser.add_argument("--preset", choices=["lab", "tiny"], help="network widths (default: lab; tiny with --quick)")
-    parser.add_argument("--quick", action="store_true", help="a smoke run of a minute or two on a CPU: tiny preset, short windows and rollouts, 3 repeats")
+    parser.add_argument("--quick", action="store_true", help="a smoke run of a minute or two on a CPU: tiny preset, short windows and rollouts, 2 repeats")
     parser.add_argument("--compile", action="store_true", help="also time cvae_dist's best setting under --compile (inductor; minutes of compiling)")
+    parser.add_argument("--repeats", type=int, help="timed repeats per row, the median reported (default: 10 on a GPU, 3 on a CPU, 2 with --quick)")
     parser.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
     parser.add_argument("--data", help="folder for the synthetic benchmark dataset (default: data/ in the repository)")
     parser.add_argument("--peak_tflops", type=float, help="the device's peak (e.g. 989 for an H100 SXM in dense bf16), to report the best setting's share of it")
@@ -503,9 +504,11 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["CUDA_VISIBLE_DEVICES"] = ""  # the Trainer takes a GPU whenever it sees one
     import torch
 
+    args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA GPU visible")
     settings = settings_for(args)
+    settings.repeats = args.repeats or settings.repeats
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="cvae-bench-") as workdir:
         bench = Bench(args, settings, Path(workdir))
