@@ -188,7 +188,7 @@ class TrainConfig:
     compile: bool = False
     """Compile the training rollout with torch.compile (inductor); the first steps of each teacher-forcing mode wait for the compiler."""
     compile_backend: str = "inductor"
-    """torch.compile backend used by --compile: 'inductor' generates kernels; 'aot_eager' only traces (a quick check that compiling works)."""
+    """torch.compile backend used by --compile: 'inductor' generates kernels; 'eager' or 'aot_eager' only trace (quick checks that compiling works)."""
     activation_checkpointing: bool = False
     """Recompute each frame's activations in the backward pass instead of keeping them: far less memory for long windows, about a third more compute."""
     eval_every: int = 1

@@ -21,8 +21,8 @@ def test_compiled_rollout_matches_eager(teacher_forcing):
     # aot_eager traces through dynamo and AOTAutograd as inductor does, without minutes of C++ codegen on a CPU.
     torch.manual_seed(0)
     model = CVAE(ModelConfig(**PRESETS["tiny"])).to(memory_format=torch.channels_last)
-    frames, labels = torch.rand(2, 4, 3, 32, 64), torch.rand(2, 4, 3, 32, 64)
-    noise = torch.randn(2, 3, PRESETS["tiny"]["N_dim"], 32, 64)
+    frames, labels = torch.rand(2, 3, 3, 32, 64), torch.rand(2, 3, 3, 32, 64)  # 3 frames: tracing cost grows with the window
+    noise = torch.randn(2, 2, PRESETS["tiny"]["N_dim"], 32, 64)
     results = []
     for compiled in (False, True):
         if compiled:
@@ -39,7 +39,7 @@ def test_compiled_rollout_matches_eager(teacher_forcing):
 def test_compiled_checkpointed_run_saves_the_course_key_names(dataset_root, tmp_path):
     save_root = tmp_path / "run"
     args = ["--DR", str(dataset_root), "--save_root", str(save_root), *TINY_RUN, "--num_epoch", "1", "--partial", "0.5",
-            "--compile", "--compile_backend", "aot_eager", "--activation_checkpointing", "--mixed_precision", "bf16"]
+            "--compile", "--compile_backend", "eager", "--activation_checkpointing", "--mixed_precision", "bf16"]
     result = accelerate_launch(args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     weights = load_file(save_root / "best" / "model.safetensors")
