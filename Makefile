@@ -4,7 +4,7 @@ BIN := $(VENV)/bin
 # One process on whatever device is there; accelerate's own defaults, stated so it does not warn.
 LAUNCH := $(BIN)/accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no
 
-.PHONY: demo test setup setup-dev clean
+.PHONY: demo test bench setup setup-dev clean
 
 ## demo: set up, then train the tiny model on the built-in synthetic dataset (runs/demo)
 demo: setup
@@ -13,6 +13,10 @@ demo: setup
 ## test: set up (with the test extras and a local Slurm), then run the whole test suite
 test: setup-dev
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+
+## bench: set up, then compare cvae_dist with a plain course-style loop on this machine (see docs/benchmarks.md)
+bench: setup
+	$(BIN)/python benchmarks/bench.py --json bench.json
 
 setup:
 	scripts/setup.sh runtime

@@ -199,6 +199,12 @@ class TrainConfig:
     """Folder for TensorBoard events; unset puts them in --save_root."""
     channels_last: bool = True
     """Keep activations channels-last, the layout CPU (oneDNN) and GPU (cuDNN) convolutions run fastest in."""
+    compile: bool = False
+    """Compile the training rollout with torch.compile (inductor); the first steps of each teacher-forcing mode wait for the compiler."""
+    compile_backend: str = "inductor"
+    """torch.compile backend used by --compile: 'inductor' generates kernels; 'eager' or 'aot_eager' only trace (quick checks that compiling works)."""
+    activation_checkpointing: bool = False
+    """Recompute each frame's activations in the backward pass instead of keeping them: far less memory for long windows, about a third more compute."""
     eval_every: int = 1
     """Roll out the validation video every this many epochs (and after the last)."""
     log_every: int = 10

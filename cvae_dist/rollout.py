@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Iterable, Literal
 
 import torch
+import torch.utils.checkpoint
 from torch import nn
 
 # Inference encodes the pose labels of a long video this many frames at a time, bounding memory.
@@ -39,7 +40,39 @@ def _unflat(x: torch.Tensor, batch: int) -> torch.Tensor:
     return x.unflatten(0, (batch, -1))
 
 
-def training_rollout(model, frames: torch.Tensor, labels: torch.Tensor, noise: torch.Tensor, teacher_forcing: bool) -> RolloutOutput:
+def _stack(outputs: list, dim: int = 1):
+    """Stack per-frame outputs, each a tensor or a tuple of tensors, along the time dimension."""
+    if isinstance(outputs[0], tuple):
+        return tuple(torch.stack(parts, dim=dim) for parts in zip(*outputs))
+    return torch.stack(outputs, dim=dim)
+
+
+def _all_frames(fn, *inputs: torch.Tensor):
+    """`fn` on every frame of every window in one batch: (B, T, ...) inputs -> (B, T, ...) outputs."""
+    batch = inputs[0].shape[0]
+    out = fn(*(_flat(x) for x in inputs))
+    return tuple(_unflat(o, batch) for o in out) if isinstance(out, tuple) else _unflat(out, batch)
+
+
+def _checkpoint(fn, *inputs):
+    # The rollout draws no random numbers inside `fn` (eps is given), so there is no RNG state to
+    # stash and restore around each recomputation.
+    return torch.utils.checkpoint.checkpoint(fn, *inputs, use_reentrant=False, preserve_rng_state=False)
+
+
+def _frame_by_frame(fn, *inputs: torch.Tensor):
+    """`fn` one frame at a time, each frame's activations recomputed in the backward pass rather than kept."""
+    return _stack([_checkpoint(fn, *(x[:, t] for x in inputs)) for t in range(inputs[0].shape[1])])
+
+
+def training_rollout(
+    model,
+    frames: torch.Tensor,
+    labels: torch.Tensor,
+    noise: torch.Tensor,
+    teacher_forcing: bool,
+    checkpoint: bool = False,
+) -> RolloutOutput:
     """Predict frames 1..T-1 of a training window, each z drawn from the posterior q(z_t | x_t, P_t).
 
     The posterior only needs true frames, so it is computed for all frames in one batch. With
@@ -47,27 +80,40 @@ def training_rollout(model, frames: torch.Tensor, labels: torch.Tensor, noise: t
     one batch; without it, each prediction feeds the next step, so decoding steps through time.
     `noise` is the eps of the reparameterization, (B, T-1, N, H, W), drawn by the caller so that
     both paths see the same randomness.
+
+    `checkpoint` keeps only each frame's inputs and outputs for the backward pass and recomputes
+    the layers in between, one frame at a time: activation memory then grows with the window by
+    a few feature maps per frame instead of every layer's, for about one more forward pass of
+    compute. The pose labels are still encoded in one batch and not recomputed, so that batch
+    normalisation sees the same batch (and updates its running statistics once) either way.
     """
-    batch = frames.shape[0]
-    frame_features = _unflat(model.encode_frames(_flat(frames)), batch)
-    label_features = _unflat(model.encode_labels(_flat(labels[:, 1:])), batch)
-    mu, logvar = model.posterior(_flat(frame_features[:, 1:]), _flat(label_features))
-    z = _unflat(reparameterize(mu, logvar, _flat(noise)), batch)
+    run = _frame_by_frame if checkpoint else _all_frames
+    frame_features = run(model.encode_frames, frames)
+    label_features = _all_frames(model.encode_labels, labels[:, 1:])
+    mu, logvar = run(model.posterior, frame_features[:, 1:], label_features)
+    z = reparameterize(mu, logvar, noise)
     if teacher_forcing:
-        pred = _unflat(model.decode(_flat(frame_features[:, :-1]), _flat(label_features), _flat(z)), batch)
+        pred = run(model.decode, frame_features[:, :-1], label_features, z)
     else:
-        pred = _autoregress(model, frame_features[:, 0], label_features, z)
-    return RolloutOutput(pred=pred, mu=_unflat(mu, batch), logvar=_unflat(logvar, batch))
+        pred = _autoregress(model, frame_features[:, 0], label_features, z, checkpoint)
+    return RolloutOutput(pred=pred, mu=mu, logvar=logvar)
 
 
-def _autoregress(model, first_feature: torch.Tensor, label_features: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+def _decode_and_encode(model, prev_feature: torch.Tensor, label_feature: torch.Tensor, z: torch.Tensor):
+    frame = model.decode(prev_feature, label_feature, z)
+    return frame, model.encode_frames(frame)
+
+
+def _autoregress(model, first_feature: torch.Tensor, label_features: torch.Tensor, z: torch.Tensor, checkpoint: bool = False) -> torch.Tensor:
     """Decode step by step, encoding each predicted frame as the next step's input."""
-    prev_feature, predictions = first_feature, []
-    for t in range(z.shape[1]):
-        frame = model.decode(prev_feature, label_features[:, t], z[:, t])
+    call = _checkpoint if checkpoint else (lambda fn, *args: fn(*args))
+    prev_feature, predictions, steps = first_feature, [], z.shape[1]
+    for t in range(steps):
+        if t + 1 < steps:
+            frame, prev_feature = call(_decode_and_encode, model, prev_feature, label_features[:, t], z[:, t])
+        else:
+            frame = call(model.decode, prev_feature, label_features[:, t], z[:, t])
         predictions.append(frame)
-        if t + 1 < z.shape[1]:
-            prev_feature = model.encode_frames(frame)
     return torch.stack(predictions, dim=1)
 
 

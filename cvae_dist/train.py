@@ -30,7 +30,14 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 from accelerate import Accelerator
-from accelerate.utils import DistributedType, InitProcessGroupKwargs, ProjectConfiguration, broadcast_object_list, set_seed
+from accelerate.utils import (
+    DataLoaderConfiguration,
+    DistributedType,
+    InitProcessGroupKwargs,
+    ProjectConfiguration,
+    broadcast_object_list,
+    set_seed,
+)
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
@@ -185,8 +192,12 @@ class Trainer:
             ckpt.load_weights_into(model, ckpt.find_weights(train.ckpt_path)[0])
         if train.channels_last:
             model = model.to(memory_format=torch.channels_last)
+        if train.compile:
+            # In place rather than through Accelerate's dynamo plugin, whose OptimizedModule wrapper
+            # would prefix every key that `save_model` writes with `_orig_mod.`.
+            model.compile(backend=train.compile_backend)
         optimizer_class = torch.optim.AdamW if train.optim == "AdamW" else torch.optim.Adam
-        optimizer = optimizer_class(model.parameters(), lr=train.lr)
+        optimizer = optimizer_class(model.parameters(), lr=train.lr, **fast_optimizer(self.accelerator.device))
         scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=train.lr_milestones, gamma=train.lr_gamma)
         loader = DataLoader(
             self.windows,
@@ -330,7 +341,8 @@ class Trainer:
         teacher_forcing = teacher_forcing_coin(state.tfr, self.config.train.seed, epoch, coin_batch)
         state.beta = self.annealer.beta(epoch if method.kl_anneal_unit == "epoch" else state.step)
         with self.accelerator.accumulate(self.model):
-            out = self.model(frames, labels, self.latent_noise(indices, frames), teacher_forcing)
+            noise = self.latent_noise(indices, frames)
+            out = self.model(frames, labels, noise, teacher_forcing, checkpoint=self.config.train.activation_checkpointing)
             terms = cvae_loss(out.pred, frames[:, 1:], out.mu, out.logvar, state.beta, method.kl_last_frame_only)
             self.accelerator.backward(terms.total)
             grad_norm = torch.zeros((), device=frames.device)
@@ -347,7 +359,8 @@ class Trainer:
             "loss": terms.total.detach(),
             "mse": terms.mse.detach(),
             "kl": terms.kl.detach(),
-            "teacher_forcing": torch.tensor(float(teacher_forcing), device=frames.device),
+            # torch.full, not torch.tensor: copying a host value to a GPU would wait for the whole step.
+            "teacher_forcing": torch.full((), float(teacher_forcing), device=frames.device),
             "grad_norm": grad_norm.detach().float(),
             "batches": torch.ones((), device=frames.device),
         }
@@ -532,7 +545,9 @@ class Trainer:
         evaluation = None
         if self.is_main:
             model, _ = ckpt.load_model(self.save_root / ckpt.BEST, self.accelerator.device)
-            evaluation = evaluate_video(model, self.val_video, self.accelerator.device, self.config.data.val_vi_len, seed=self.config.train.seed)
+            evaluation = evaluate_video(
+                model, self.val_video, self.accelerator.device, self.config.data.val_vi_len, seed=self.config.train.seed, autocast=self.accelerator.autocast
+            )
             write_evaluation(evaluation, self.val_video, self.save_root / "eval", title=f"{self.save_root.name}: PSNR per frame")
             tracker = self.accelerator.get_tracker("tensorboard", unwrap=True)
             for frame in range(1, len(evaluation.psnr)):
@@ -542,12 +557,17 @@ class Trainer:
         return evaluation
 
 
+def fast_optimizer(device: torch.device) -> dict[str, bool]:
+    """Adam's fastest implementation on the device: one fused kernel on CUDA, batched (foreach) ops elsewhere."""
+    return {"fused": True} if device.type == "cuda" else {"foreach": True}
+
+
 def make_accelerator(config: Config) -> Accelerator:
     train = config.train
     on_cpu = not (torch.cuda.is_available() or torch.backends.mps.is_available())
     # Several CPU processes (tests, laptops) talk over gloo; DeepSpeed would otherwise ask for NCCL.
     gloo = on_cpu and int(os.environ.get("WORLD_SIZE", "1")) > 1
-    return Accelerator(
+    accelerator = Accelerator(
         cpu=on_cpu,
         mixed_precision=train.mixed_precision,
         gradient_accumulation_steps=train.gradient_accumulation_steps,
@@ -556,7 +576,12 @@ def make_accelerator(config: Config) -> Accelerator:
         # The course steps its MultiStepLR once per epoch, not once per optimizer step.
         step_scheduler_with_optimizer=False,
         kwargs_handlers=[InitProcessGroupKwargs(backend="gloo")] if gloo else [],
+        # Batches come from pinned memory (on CUDA), so their copy to the device need not wait.
+        dataloader_config=DataLoaderConfiguration(non_blocking=True),
     )
+    if accelerator.mixed_precision == "fp16" and accelerator.device.type == "cpu" and accelerator.is_main_process:
+        print("warning: --mixed_precision fp16 does nothing on a CPU (Accelerate trains in fp32 there); use bf16 for mixed precision on a CPU", file=sys.stderr, flush=True)
+    return accelerator
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -140,3 +140,25 @@ def test_recalibration_leaves_frozen_batchnorm_alone():
     before = {k: v.clone() for k, v in model.state_dict().items()}
     assert recalibrate_batchnorm(model, [(torch.rand(B, 3, 3, H, W), torch.rand(B, 3, 3, H, W))]) == 0
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+@pytest.mark.parametrize("teacher_forcing", [True, False])
+def test_activation_checkpointing_changes_memory_not_results(teacher_forcing):
+    """Recomputing each frame in the backward pass gives the same outputs and gradients, BN statistics included."""
+    torch.manual_seed(0)
+    model = CVAE(ModelConfig(**PRESETS["tiny"])).train()
+    frames, labels, noise = inputs(2)
+    results = []
+    for checkpoint in (False, True):
+        stats = {k: v.clone() for k, v in model.state_dict().items()}
+        out = model(frames, labels, noise, teacher_forcing, checkpoint=checkpoint)
+        loss = cvae_loss(out.pred, frames[:, 1:], out.mu, out.logvar, beta=0.5).total
+        results.append((out.pred, loss, torch.autograd.grad(loss, list(model.parameters())), {k: v.clone() for k, v in model.state_dict().items()}))
+        model.load_state_dict(stats)
+    (pred, loss, grads, state), (pred_ck, loss_ck, grads_ck, state_ck) = results
+    torch.testing.assert_close(pred_ck, pred)
+    torch.testing.assert_close(loss_ck, loss)
+    for grad, reference in zip(grads_ck, grads):
+        torch.testing.assert_close(grad, reference, atol=1e-6, rtol=1e-5)
+    for key in state:
+        torch.testing.assert_close(state_ck[key], state[key])  # running statistics updated once, not once per recompute

@@ -1,0 +1,68 @@
+"""The opt-in speed settings through a real `accelerate launch`, and the benchmark as a smoke run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import REPO, TINY_RUN, accelerate_launch, run_env
+from cvae_dist.config import PRESETS, ModelConfig
+from cvae_dist.loss import cvae_loss
+from cvae_dist.model import CVAE
+
+
+@pytest.mark.parametrize("teacher_forcing", [True, False])
+def test_compiled_rollout_matches_eager(teacher_forcing):
+    # aot_eager traces through dynamo and AOTAutograd as inductor does, without minutes of C++ codegen on a CPU.
+    torch.manual_seed(0)
+    model = CVAE(ModelConfig(**PRESETS["tiny"])).to(memory_format=torch.channels_last)
+    frames, labels = torch.rand(2, 3, 3, 32, 64), torch.rand(2, 3, 3, 32, 64)  # 3 frames: tracing cost grows with the window
+    noise = torch.randn(2, 2, PRESETS["tiny"]["N_dim"], 32, 64)
+    results = []
+    for compiled in (False, True):
+        if compiled:
+            model.compile(backend="aot_eager", fullgraph=True)  # fullgraph: a graph break would fail here
+        out = model(frames, labels, noise, teacher_forcing)
+        loss = cvae_loss(out.pred, frames[:, 1:], out.mu, out.logvar, beta=0.5).total
+        results.append((loss, torch.autograd.grad(loss, list(model.parameters()))))
+    (loss, grads), (loss_compiled, grads_compiled) = results
+    torch.testing.assert_close(loss_compiled, loss)
+    for grad, reference in zip(grads_compiled, grads):
+        torch.testing.assert_close(grad, reference, atol=1e-6, rtol=1e-5)
+
+
+def test_compiled_checkpointed_run_saves_the_course_key_names(dataset_root, tmp_path):
+    save_root = tmp_path / "run"
+    args = ["--DR", str(dataset_root), "--save_root", str(save_root), *TINY_RUN, "--num_epoch", "1", "--partial", "0.5",
+            "--compile", "--compile_backend", "eager", "--activation_checkpointing", "--mixed_precision", "bf16"]
+    result = accelerate_launch(args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    weights = load_file(save_root / "best" / "model.safetensors")
+    # The compiled module's wrapper would prefix every key with `_orig_mod.`; the course's code could not load that.
+    assert set(weights) == set(CVAE(ModelConfig(**PRESETS["tiny"])).state_dict())
+    assert all(torch.isfinite(v).all() for v in weights.values())
+
+
+def test_quick_benchmark_prints_and_writes_every_section(tmp_path):
+    out = tmp_path / "bench.json"
+    result = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "bench.py"), "--quick", "--json", str(out), "--data", str(tmp_path / "data")],
+        env=run_env(), capture_output=True, text=True, timeout=900,  # a smoke run: generous for a loaded machine
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(out.read_text())
+    rows = report["rows"]
+    assert {r["section"] for r in rows} == {"train", "data", "rollout", "memory"}
+    names = [r["name"] for r in rows]
+    assert "plain loop (each frame encoded once), batch 2, fp32, TF on" in names
+    assert "cvae_dist, batch 2, fp32, TF on" in names
+    assert sum(r["notes"].get("best", False) for r in rows) == 2  # cvae_dist's best setting, TF on and off
+    assert all(r["frames_per_s"] > 0 and r["seconds"] > 0 for r in rows)
+    assert all(r["peak_mib"] > 0 for r in rows if r["section"] in ("train", "memory"))
+    assert [r["notes"]["window"] for r in rows if r["section"] == "memory"] == [4, 4, 8, 8]
+    assert "cvae_dist, batch 2, fp32, TF on" in result.stdout and "frames/s" in result.stdout
