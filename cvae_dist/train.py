@@ -20,6 +20,7 @@ if __package__ in (None, ""):
     # repository rather than letting this folder's modules shadow top-level names.
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -28,7 +29,7 @@ from dataclasses import dataclass
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import InitProcessGroupKwargs, ProjectConfiguration, set_seed
+from accelerate.utils import DistributedType, InitProcessGroupKwargs, ProjectConfiguration, set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
@@ -110,7 +111,8 @@ class Trainer:
         model = CVAE(config.model)
         if train.ckpt_path is not None:
             ckpt.load_weights_into(model, ckpt.find_weights(train.ckpt_path)[0])
-        if train.channels_last:
+        # DeepSpeed views every parameter as flat bytes, which channels-last weights are not.
+        if train.channels_last and not self.uses_deepspeed:
             model = model.to(memory_format=torch.channels_last)
         optimizer_class = torch.optim.AdamW if train.optim == "AdamW" else torch.optim.Adam
         optimizer = optimizer_class(model.parameters(), lr=train.lr)
@@ -142,6 +144,10 @@ class Trainer:
     @property
     def is_main(self) -> bool:
         return self.accelerator.is_main_process
+
+    @property
+    def uses_deepspeed(self) -> bool:
+        return self.accelerator.distributed_type == DistributedType.DEEPSPEED
 
     def _windows_in_epoch(self, all_windows: int, fast_windows: int):
         data = self.config.data
@@ -228,13 +234,16 @@ class Trainer:
         teacher_forcing = teacher_forcing_coin(state.tfr, self.config.train.seed, epoch, coin_batch)
         state.beta = self.annealer.beta(epoch if method.kl_anneal_unit == "epoch" else state.step)
         with self.accelerator.accumulate(self.model):
-            out = self.model(frames, labels, self.latent_noise(indices, frames), teacher_forcing)
+            with self.deepspeed_autocast():
+                out = self.model(frames, labels, self.latent_noise(indices, frames), teacher_forcing)
             terms = cvae_loss(out.pred, frames[:, 1:], out.mu, out.logvar, state.beta, method.kl_last_frame_only)
             self.accelerator.backward(terms.total)
             grad_norm = torch.zeros((), device=frames.device)
             if self.accelerator.sync_gradients:
                 max_norm = self.config.train.max_grad_norm or math.inf
-                grad_norm = self.accelerator.clip_grad_norm_(self.model.parameters(), max_norm)
+                norm = self.accelerator.clip_grad_norm_(self.model.parameters(), max_norm)
+                # DeepSpeed clips inside backward() (see make_accelerator) and reports the norm as a float.
+                grad_norm = torch.as_tensor(0.0 if norm is None else norm, dtype=torch.float32, device=frames.device)
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
         return {
@@ -245,6 +254,14 @@ class Trainer:
             "grad_norm": grad_norm.detach().float(),
             "batches": torch.ones((), device=frames.device),
         }
+
+    def deepspeed_autocast(self):
+        """Autocast to DeepSpeed's 16-bit weights. Accelerate autocasts a prepared model's forward for
+        its own mixed precision, but DeepSpeed's bf16/fp16 engine leaves the float32 frames uncast."""
+        if self.uses_deepspeed and (self.model.bfloat16_enabled() or self.model.fp16_enabled()):
+            dtype = torch.bfloat16 if self.model.bfloat16_enabled() else torch.float16
+            return torch.autocast(self.accelerator.device.type, dtype=dtype)
+        return contextlib.nullcontext()
 
     def latent_noise(self, indices: list[int], frames: torch.Tensor) -> torch.Tensor:
         """eps of the reparameterization, drawn per window from (seed, epoch, window index).
@@ -290,7 +307,7 @@ class Trainer:
             self.accelerator.device,
             self.config.data.val_vi_len,
             seed=self.config.train.seed,
-            autocast=self.accelerator.autocast,
+            autocast=self.deepspeed_autocast if self.uses_deepspeed else self.accelerator.autocast,
         )
         improved = evaluation.average > self.state.best_psnr
         if improved:
@@ -316,6 +333,10 @@ class Trainer:
     def save_checkpoint(self) -> Path:
         folder = ckpt.checkpoint_dir(self.save_root, self.state.step)
         self.accelerator.save_state(str(folder))
+        if self.uses_deepspeed:
+            # DeepSpeed's save_state writes its own (sharded) format; the weights also go next to it
+            # as safetensors, so a checkpoint folder serves evaluation and --ckpt_path as without DeepSpeed.
+            self.accelerator.save_model(self.model, folder)
         if self.is_main:
             ckpt.write_config(self.config, folder)
             ckpt.rotate(self.save_root, self.config.train.checkpoints_total_limit)
@@ -355,10 +376,13 @@ class Trainer:
 def make_accelerator(config: Config) -> Accelerator:
     train = config.train
     on_cpu = not (torch.cuda.is_available() or torch.backends.mps.is_available())
-    # Several CPU processes (tests, laptops) talk over gloo; DeepSpeed would otherwise ask for NCCL.
-    gloo = on_cpu and int(os.environ.get("WORLD_SIZE", "1")) > 1
-    return Accelerator(
-        cpu=on_cpu,
+    deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
+    # Several CPU processes (tests, laptops) talk over gloo, and so does DeepSpeed without a GPU
+    # (it would otherwise ask for NCCL or oneCCL).
+    gloo = on_cpu and (deepspeed or int(os.environ.get("WORLD_SIZE", "1")) > 1)
+    accelerator = Accelerator(
+        # cpu=True silently turns DeepSpeed off; without it Accelerate still lands on the CPU.
+        cpu=on_cpu and not deepspeed,
         mixed_precision=train.mixed_precision,
         gradient_accumulation_steps=train.gradient_accumulation_steps,
         log_with="tensorboard",
@@ -367,6 +391,17 @@ def make_accelerator(config: Config) -> Accelerator:
         step_scheduler_with_optimizer=False,
         kwargs_handlers=[InitProcessGroupKwargs(backend="gloo")] if gloo else [],
     )
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        # DeepSpeed clips gradients itself; its config's "auto" would become 1.0 whatever --max_grad_norm says.
+        deepspeed_config = accelerator.state.deepspeed_plugin.deepspeed_config
+        if deepspeed_config.get("gradient_clipping", "auto") == "auto":
+            deepspeed_config["gradient_clipping"] = train.max_grad_norm
+        # DeepSpeed casts parameters but not buffers to 16 bits, and BatchNorm then refuses 16-bit
+        # weights with float32 running statistics.
+        for half in ("bf16", "fp16"):
+            if deepspeed_config.get(half, {}).get("enabled") is True:
+                deepspeed_config.setdefault("data_types", {}).setdefault("buffer_dtype", half)
+    return accelerator
 
 
 def main(argv: list[str] | None = None) -> int:
