@@ -350,6 +350,10 @@ class Trainer:
             ckpt.write_config(self.config, self.save_root)
         self.accelerator.init_trackers(TB_PROJECT)
         if self.is_main:
+            accelerator = self.accelerator
+            print(f"world size {accelerator.num_processes} ({accelerator.distributed_type.value}, {accelerator.device.type}, "
+                  f"mixed precision {accelerator.mixed_precision})", flush=True)
+        if self.is_main:
             write_hparams(self.accelerator.get_tracker("tensorboard", unwrap=True), self.config.flat())
         if train.resume_from_checkpoint:
             folder = ckpt.resolve_resume(self.save_root, train.resume_from_checkpoint)
