@@ -52,6 +52,7 @@ fi
 resume=()
 compgen -G "$run/checkpoints/checkpoint-*" >/dev/null && resume=(--resume_from_checkpoint latest)
 echo "task $index of $grid on $(hostname): $name${resume:+ (resuming)}"
+echo "rendezvous port $(job_port)"
 
 status=0
 forward_usr1 children accelerate launch --config_file "$ACCELERATE_CONFIG" --main_process_port "$(job_port)" \

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -47,3 +48,10 @@ def accelerate_launch(args: list[str], cwd: Path, timeout: int = 300, extra: lis
         str(REPO / "cvae_dist" / "train.py"), *args,
     ]
     return subprocess.run(command, cwd=cwd, env=run_env(), capture_output=True, text=True, timeout=timeout)
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on now, so that concurrent multi-process tests never share a rendezvous."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -17,6 +17,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from conftest import free_port
+
 PACKAGES = ("slurm-wlm", "munge")
 DAEMONS = ("munged", "slurmctld", "slurmd")
 
@@ -33,12 +35,6 @@ def unavailable_reason() -> str | None:
     subprocess.run(["apt-get", "update", "-qq"], env=env, check=True, capture_output=True, timeout=600)
     subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *PACKAGES], env=env, check=True, capture_output=True, timeout=900)
     return None
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _daemon(name: str) -> str:
@@ -93,7 +89,7 @@ class LocalSlurm:
             "ClusterName=cvaetest",
             f"SlurmctldHost={self.node}(127.0.0.1)",
             "SlurmUser=root", "SlurmdUser=root",
-            f"SlurmctldPort={_free_port()}", f"SlurmdPort={_free_port()}",
+            f"SlurmctldPort={free_port()}", f"SlurmdPort={free_port()}",
             "AuthType=auth/munge", "CredType=cred/munge", f"AuthInfo=socket={self.socket}",
             f"StateSaveLocation={f / 'state'}", f"SlurmdSpoolDir={f / 'spool'}",
             f"SlurmctldPidFile={f / 'slurmctld.pid'}", f"SlurmdPidFile={f / 'slurmd.pid'}",
