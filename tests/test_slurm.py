@@ -113,7 +113,8 @@ def test_hparams_dashboard_lists_every_run_with_its_metrics(sweep):
     multiplexer.Reload()
     provider = data_provider.MultiplexerDataProvider(multiplexer, str(log_root))
     context = backend_context.Context(base_plugin.TBContext(logdir=str(log_root), multiplexer=multiplexer, data_provider=provider))
-    request = api_pb2.ListSessionGroupsRequest(start_index=0, slice_size=100, include_metrics=True)
+    statuses = [api_pb2.STATUS_UNKNOWN, api_pb2.STATUS_SUCCESS, api_pb2.STATUS_FAILURE, api_pb2.STATUS_RUNNING]
+    request = api_pb2.ListSessionGroupsRequest(start_index=0, slice_size=100, include_metrics=True, allowed_statuses=statuses)
     response = list_session_groups.Handler(RequestContext(), context, "", request).run()
     groups = {g.name: g for g in response.session_groups}
     assert sorted(groups) == sorted(f"{run.name}/tb" for run in log_root.iterdir())
