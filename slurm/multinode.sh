@@ -47,14 +47,18 @@ resume=()
 compgen -G "$SAVE_ROOT/checkpoints/checkpoint-*" >/dev/null && resume=(--resume_from_checkpoint latest)
 echo "$NUM_MACHINES nodes x $GPUS_PER_NODE processes, head $HEAD_ADDR:$MAIN_PORT, run folder $SAVE_ROOT"
 
-# The single quotes keep $SLURM_PROCID for each task to expand on its own node.
+# The single quotes keep $SLURM_PROCID for each task to expand on its own node. The head node's
+# task hosts the c10d store, decided by rank rather than by torch matching host names, which is
+# ambiguous when tasks share a host.
 status=0
 forward_usr1 self srun --kill-on-bad-exit=1 bash -c '
   source slurm/common.sh
+  is_host=false
+  [ "$SLURM_PROCID" -eq 0 ] && is_host=true
   forward_usr1 children accelerate launch --config_file "$ACCELERATE_CONFIG" \
     --num_machines "$NUM_MACHINES" --num_processes $((NUM_MACHINES * GPUS_PER_NODE)) \
     --machine_rank "$SLURM_PROCID" --main_process_ip "$HEAD_ADDR" --main_process_port "$MAIN_PORT" \
-    --rdzv_backend c10d cvae_dist/train.py --save_root "$SAVE_ROOT" "$@"
+    --rdzv_backend c10d --rdzv_conf "is_host=$is_host" cvae_dist/train.py --save_root "$SAVE_ROOT" "$@"
 ' multinode-task "${resume[@]}" "$@" || status=$?
 requeue_if_asked "$status"
 exit "$status"
