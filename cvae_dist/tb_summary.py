@@ -27,7 +27,7 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 from tensorboard.plugins.hparams.metadata import SESSION_START_INFO_TAG
 
 from cvae_dist.errors import UserError
-from cvae_dist.train import TB_PROJECT
+from cvae_dist.tracking import TB_PROJECT
 
 RESULT_COLUMNS = ("run", "best_val_psnr", "final_val_psnr", "steps", "epochs", "wall_time_s")
 # Settings that differ between runs by construction rather than by design; the CSV keeps them.

@@ -42,10 +42,9 @@ from cvae_dist.evaluate import Evaluation, evaluate_video, summary_line, write_e
 from cvae_dist.loss import cvae_loss
 from cvae_dist.model import CVAE
 from cvae_dist.schedules import KLAnnealer, teacher_forcing_coin, teacher_forcing_ratio
-from cvae_dist.tracking import frame_strip, write_hparams
+from cvae_dist.tracking import TB_PROJECT, frame_strip, write_hparams
 
 DEMO_CONFIG = Path(__file__).resolve().parent / "configs" / "demo.yaml"
-TB_PROJECT = "tb"
 
 
 @dataclass

@@ -17,7 +17,7 @@ CONFIGS = REPO / "accelerate_configs"
 
 def deepspeed_launch(config: str, processes: int, args: list[str], cwd):
     extra = ["--config_file", str(CONFIGS / config), "--num_processes", str(processes), "--main_process_port", str(free_port())]
-    return accelerate_launch(args, cwd=cwd, extra=extra)
+    return accelerate_launch(args, cwd=cwd, extra=extra, timeout=900)
 
 
 @pytest.mark.parametrize("processes", [1, 2])

@@ -32,7 +32,7 @@ def doubled_batch(dataset_root, tmp_path_factory):
     """The reference: one process, batch 2, launched with the shipped CPU config."""
     save_root = tmp_path_factory.mktemp("ddp") / "one-rank"
     result = accelerate_launch(["--DR", str(dataset_root), "--save_root", str(save_root), *RUN], cwd=save_root.parent,
-                               extra=["--config_file", str(REPO / "accelerate_configs" / "cpu.yaml")])
+                               extra=["--config_file", str(REPO / "accelerate_configs" / "cpu.yaml")], timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "world size 1" in result.stdout
     return final_weights(save_root)
@@ -42,7 +42,7 @@ def test_two_gloo_ranks_equal_one_rank_on_the_doubled_batch(doubled_batch, datas
     save_root = tmp_path / "two-ranks"
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
                str(REPO / "cvae_dist" / "train.py"), "--DR", str(dataset_root), "--save_root", str(save_root), *RUN, "--batch_size", "1"]
-    result = subprocess.run(command, cwd=tmp_path, env=run_env(), capture_output=True, text=True, timeout=300)
+    result = subprocess.run(command, cwd=tmp_path, env=run_env(), capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "world size 2 (MULTI_CPU" in result.stdout
     error = max_abs_difference(final_weights(save_root), doubled_batch)
@@ -53,7 +53,7 @@ def test_two_gloo_ranks_equal_one_rank_on_the_doubled_batch(doubled_batch, datas
 def test_accumulating_two_batches_equals_the_doubled_batch(doubled_batch, dataset_root, tmp_path):
     save_root = tmp_path / "accumulated"
     args = ["--DR", str(dataset_root), "--save_root", str(save_root), *RUN, "--batch_size", "1", "--gradient_accumulation_steps", "2"]
-    result = accelerate_launch(args, cwd=tmp_path)
+    result = accelerate_launch(args, cwd=tmp_path, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     error = max_abs_difference(final_weights(save_root), doubled_batch)
     print(f"batch 1 x accumulation 2 vs batch 2: max abs weight difference {error:.2e}")

@@ -55,7 +55,7 @@ def slurm_env(slurm: LocalSlurm, **extra: str) -> dict[str, str]:
 
 
 def sbatch(slurm: LocalSlurm, args: list[str], cwd: Path, **extra: str) -> subprocess.CompletedProcess:
-    result = subprocess.run(["sbatch", "--wait", *args], cwd=cwd, env=slurm_env(slurm, **extra), capture_output=True, text=True, timeout=600)
+    result = subprocess.run(["sbatch", "--wait", *args], cwd=cwd, env=slurm_env(slurm, **extra), capture_output=True, text=True, timeout=1200)
     outputs = "\n".join(f"--- {p.name}\n{p.read_text()[-4000:]}" for p in sorted(cwd.glob("slurm-*.out")))
     assert result.returncode == 0, f"{result.stdout}{result.stderr}\n{outputs}\n{slurm.logs()}"
     return result
@@ -91,7 +91,7 @@ def test_sweep_trains_every_point_in_its_own_run_folder(sweep):
 def test_tb_summary_lists_one_row_per_run(sweep, tmp_path):
     _, log_root = sweep
     result = subprocess.run([sys.executable, "-m", "cvae_dist.tb_summary", str(log_root), "--out", str(tmp_path)],
-                            env=run_env(), capture_output=True, text=True, timeout=120)
+                            env=run_env(), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     with (tmp_path / "summary.csv").open() as handle:
         rows = list(csv.DictReader(handle))
@@ -126,7 +126,7 @@ def test_hparams_dashboard_lists_every_run_with_its_metrics(sweep):
 
 
 def test_summary_of_a_folder_without_events_is_one_line(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "cvae_dist.tb_summary", str(tmp_path)], env=run_env(), capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, "-m", "cvae_dist.tb_summary", str(tmp_path)], env=run_env(), capture_output=True, text=True, timeout=600)
     assert result.returncode == 2
     assert result.stderr.strip() == f"error: {tmp_path}: no TensorBoard event files under it"
 
