@@ -77,9 +77,10 @@ def point_flags(point: dict[str, Any]) -> list[str]:
     """Command-line flags of train.py that set a point's values."""
     table = options()
     flags = []
-    for name, value in point.items():
-        if table[name].base_type is bool:
-            flags.append(f"--{name}" if value in (True, "true", "True", 1) else f"--no-{name}")
+    for name, raw in point.items():
+        value = table[name].coerce(raw, "grid")
+        if isinstance(value, bool):
+            flags.append(f"--{name}" if value else f"--no-{name}")
         elif isinstance(value, list):
             flags += [f"--{name}", *map(str, value)]
         else:
