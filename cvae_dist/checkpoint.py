@@ -32,6 +32,7 @@ from safetensors.torch import load_file
 from cvae_dist.config import Config, load_config_file, save_config_file
 from cvae_dist.errors import UserError
 from cvae_dist.model import CVAE
+from cvae_dist.tracking import TB_PROJECT
 
 CHECKPOINTS = "checkpoints"
 BEST = "best"
@@ -39,7 +40,6 @@ WEIGHTS = "model.safetensors"
 CONFIG = "config.yaml"
 MANIFEST = "manifest.json"
 EVAL = "eval"
-TB_PROJECT = "tb"
 MANIFEST_FORMAT = 1
 _STEP = re.compile(r"^checkpoint-(\d+)$")
 _STAGING, _TRASH = ".partial", ".old"

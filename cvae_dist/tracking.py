@@ -14,6 +14,9 @@ import numpy as np
 import torch
 from torch.utils.tensorboard.summary import hparams
 
+# Accelerate's tracker writes a run's events under <logging_dir>/<project name>.
+TB_PROJECT = "tb"
+
 # The scalars the HParams dashboard shows next to each run's settings.
 HPARAM_METRICS = ("val/psnr", "val/best_psnr", "final/psnr", "epoch/loss")
 

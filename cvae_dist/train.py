@@ -20,6 +20,7 @@ if __package__ in (None, ""):
     # repository rather than letting this folder's modules shadow top-level names.
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -51,10 +52,9 @@ from cvae_dist.loss import cvae_loss
 from cvae_dist.model import CVAE
 from cvae_dist.rollout import recalibrate_batchnorm
 from cvae_dist.schedules import KLAnnealer, teacher_forcing_coin, teacher_forcing_ratio
-from cvae_dist.tracking import frame_strip, write_hparams
+from cvae_dist.tracking import TB_PROJECT, frame_strip, write_hparams
 
 DEMO_CONFIG = Path(__file__).resolve().parent / "configs" / "demo.yaml"
-TB_PROJECT = ckpt.TB_PROJECT
 # Exit status after a preemption checkpoint: sysexits' EX_TEMPFAIL, "try again later". A Slurm
 # script requeues the job on it (or a cluster lists it in RequeueExit) and resumes `latest`.
 EXIT_REQUEUE = 75
@@ -190,7 +190,8 @@ class Trainer:
         model = CVAE(config.model)
         if train.ckpt_path is not None:
             ckpt.load_weights_into(model, ckpt.find_weights(train.ckpt_path)[0])
-        if train.channels_last:
+        # DeepSpeed views every parameter as flat bytes, which channels-last weights are not.
+        if train.channels_last and not self.uses_deepspeed:
             model = model.to(memory_format=torch.channels_last)
         if train.compile:
             # In place rather than through Accelerate's dynamo plugin, whose OptimizedModule wrapper
@@ -227,6 +228,10 @@ class Trainer:
     @property
     def is_main(self) -> bool:
         return self.accelerator.is_main_process
+
+    @property
+    def uses_deepspeed(self) -> bool:
+        return self.accelerator.distributed_type == DistributedType.DEEPSPEED
 
     def _windows_in_epoch(self, all_windows: int, fast_windows: int):
         data = self.config.data
@@ -341,15 +346,18 @@ class Trainer:
         teacher_forcing = teacher_forcing_coin(state.tfr, self.config.train.seed, epoch, coin_batch)
         state.beta = self.annealer.beta(epoch if method.kl_anneal_unit == "epoch" else state.step)
         with self.accelerator.accumulate(self.model):
-            noise = self.latent_noise(indices, frames)
-            out = self.model(frames, labels, noise, teacher_forcing, checkpoint=self.config.train.activation_checkpointing)
+            with self.deepspeed_autocast():
+                noise = self.latent_noise(indices, frames)
+                out = self.model(frames, labels, noise, teacher_forcing, checkpoint=self.config.train.activation_checkpointing)
             terms = cvae_loss(out.pred, frames[:, 1:], out.mu, out.logvar, state.beta, method.kl_last_frame_only)
             self.accelerator.backward(terms.total)
             grad_norm = torch.zeros((), device=frames.device)
             finite = True
             if self.accelerator.sync_gradients:
                 max_norm = self.config.train.max_grad_norm or math.inf
-                grad_norm = self.accelerator.clip_grad_norm_(self.model.parameters(), max_norm)
+                norm = self.accelerator.clip_grad_norm_(self.model.parameters(), max_norm)
+                # DeepSpeed clips inside backward() (see make_accelerator) and reports the norm as a float.
+                grad_norm = torch.as_tensor(0.0 if norm is None else norm, dtype=torch.float32, device=frames.device)
                 finite = self._step_is_finite(terms.total, grad_norm)
             if finite or self.accelerator.scaler is not None:
                 # With fp16 the GradScaler skips a non-finite step itself and must see it to lower its scale.
@@ -393,6 +401,14 @@ class Trainer:
                 "(lower --lr, or raise --max_nonfinite_steps)"
             )
         return False
+
+    def deepspeed_autocast(self):
+        """Autocast to DeepSpeed's 16-bit weights. Accelerate autocasts a prepared model's forward for
+        its own mixed precision, but DeepSpeed's bf16/fp16 engine leaves the float32 frames uncast."""
+        if self.uses_deepspeed and (self.model.bfloat16_enabled() or self.model.fp16_enabled()):
+            dtype = torch.bfloat16 if self.model.bfloat16_enabled() else torch.float16
+            return torch.autocast(self.accelerator.device.type, dtype=dtype)
+        return contextlib.nullcontext()
 
     def latent_noise(self, indices: list[int], frames: torch.Tensor) -> torch.Tensor:
         """eps of the reparameterization, drawn per window from (seed, epoch, window index).
@@ -450,7 +466,7 @@ class Trainer:
             self.accelerator.device,
             self.config.data.val_vi_len,
             seed=self.config.train.seed,
-            autocast=self.accelerator.autocast,
+            autocast=self.deepspeed_autocast if self.uses_deepspeed else self.accelerator.autocast,
         )
         improved = evaluation.average > self.state.best_psnr
         if improved:
@@ -471,10 +487,17 @@ class Trainer:
         strip = frame_strip([truth, evaluation.pred, labels])
         self.accelerator.get_tracker("tensorboard").log_images({tag: strip}, step=self.state.epoch, dataformats="HWC")
 
+    def _save_state(self, folder: Path) -> None:
+        self.accelerator.save_state(str(folder))
+        if self.uses_deepspeed:
+            # DeepSpeed's save_state writes its own (sharded) format; the weights also go next to it
+            # as safetensors, so a checkpoint folder serves evaluation and --ckpt_path as without DeepSpeed.
+            self.accelerator.save_model(self.model, folder)
+
     def save_checkpoint(self, reason: str = "epoch") -> Path:
         """The whole training state (Accelerate's save_state), sealed and renamed into place; then rotation."""
         folder = ckpt.checkpoint_dir(self.save_root, self.state.step)
-        self._write_sealed(folder, lambda staging: self.accelerator.save_state(str(staging)), reason)
+        self._write_sealed(folder, self._save_state, reason)
         if self.is_main:
             ckpt.rotate(self.save_root, self.config.train.checkpoints_total_limit)
         self.accelerator.wait_for_everyone()
@@ -516,6 +539,10 @@ class Trainer:
             self.save_root.mkdir(parents=True, exist_ok=True)
             ckpt.write_config(self.config, self.save_root)
         self.accelerator.init_trackers(TB_PROJECT)
+        if self.is_main:
+            accelerator = self.accelerator
+            print(f"world size {accelerator.num_processes} ({accelerator.distributed_type.value}, {accelerator.device.type}, "
+                  f"mixed precision {accelerator.mixed_precision})", flush=True)
         if self.is_main:
             write_hparams(self.accelerator.get_tracker("tensorboard", unwrap=True), self.config.flat())
 
@@ -565,10 +592,13 @@ def fast_optimizer(device: torch.device) -> dict[str, bool]:
 def make_accelerator(config: Config) -> Accelerator:
     train = config.train
     on_cpu = not (torch.cuda.is_available() or torch.backends.mps.is_available())
-    # Several CPU processes (tests, laptops) talk over gloo; DeepSpeed would otherwise ask for NCCL.
-    gloo = on_cpu and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
+    # Several CPU processes (tests, laptops) talk over gloo, and so does DeepSpeed without a GPU
+    # (it would otherwise ask for NCCL or oneCCL).
+    gloo = on_cpu and (deepspeed or int(os.environ.get("WORLD_SIZE", "1")) > 1)
     accelerator = Accelerator(
-        cpu=on_cpu,
+        # cpu=True silently turns DeepSpeed off; without it Accelerate still lands on the CPU.
+        cpu=on_cpu and not deepspeed,
         mixed_precision=train.mixed_precision,
         gradient_accumulation_steps=train.gradient_accumulation_steps,
         log_with="tensorboard",
@@ -581,6 +611,16 @@ def make_accelerator(config: Config) -> Accelerator:
     )
     if accelerator.mixed_precision == "fp16" and accelerator.device.type == "cpu" and accelerator.is_main_process:
         print("warning: --mixed_precision fp16 does nothing on a CPU (Accelerate trains in fp32 there); use bf16 for mixed precision on a CPU", file=sys.stderr, flush=True)
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        # DeepSpeed clips gradients itself; its config's "auto" would become 1.0 whatever --max_grad_norm says.
+        deepspeed_config = accelerator.state.deepspeed_plugin.deepspeed_config
+        if deepspeed_config.get("gradient_clipping", "auto") == "auto":
+            deepspeed_config["gradient_clipping"] = train.max_grad_norm
+        # DeepSpeed casts parameters but not buffers to 16 bits, and BatchNorm then refuses 16-bit
+        # weights with float32 running statistics.
+        for half in ("bf16", "fp16"):
+            if deepspeed_config.get(half, {}).get("enabled") is True:
+                deepspeed_config.setdefault("data_types", {}).setdefault("buffer_dtype", half)
     return accelerator
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -63,3 +64,10 @@ def tiny_run(dataset_root, tmp_path_factory) -> Path:
     result = accelerate_launch(args, cwd=save_root.parent, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     return save_root
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on now, so that concurrent multi-process tests never share a rendezvous."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -1,0 +1,177 @@
+"""One table and two figures for a whole sweep, read from its runs' TensorBoard events.
+
+    python -m cvae_dist.tb_summary LOGROOT [--out DIR]
+
+Every folder under LOGROOT with event files is a run (as in `tensorboard --logdir LOGROOT`).
+Writes to DIR (default LOGROOT):
+  summary.csv          one row per run: every hparam, best and final validation PSNR, steps, epochs,
+                       wall time (first to last event, so a requeued run counts its time in the queue)
+  summary.md           the same as a Markdown table, with only the hparams that differ between runs
+  psnr_per_frame.png   every run's PSNR per frame of the final evaluation
+  loss.png             every run's training loss against the optimizer step
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from matplotlib.figure import Figure
+from tensorboard.backend.event_processing import event_multiplexer
+from tensorboard.plugins.hparams import plugin_data_pb2
+from tensorboard.plugins.hparams.metadata import SESSION_START_INFO_TAG
+
+from cvae_dist.errors import UserError
+from cvae_dist.tracking import TB_PROJECT
+
+RESULT_COLUMNS = ("run", "best_val_psnr", "final_val_psnr", "steps", "epochs", "wall_time_s")
+# Settings that differ between runs by construction rather than by design; the CSV keeps them.
+BOOKKEEPING = {"save_root", "logging_dir", "resume_from_checkpoint", "debug"}
+
+
+@dataclass
+class RunSummary:
+    """What one run's events say about it."""
+
+    name: str
+    hparams: dict[str, Any]
+    best_val_psnr: float
+    final_val_psnr: float
+    steps: int
+    epochs: int
+    wall_time_s: float
+    psnr_per_frame: list[tuple[int, float]] = field(repr=False)
+    loss: list[tuple[int, float]] = field(repr=False)
+
+    def row(self) -> dict[str, Any]:
+        results = {k: getattr(self, k) for k in RESULT_COLUMNS[1:]}
+        return {"run": self.name, **results, **self.hparams}
+
+
+def run_display_name(run: str) -> str:
+    """`kl-cyclical/tb` -> `kl-cyclical`: Accelerate's tracker writes under <run folder>/tb."""
+    parts = Path(run).parts
+    return str(Path(*parts[:-1])) if len(parts) > 1 and parts[-1] == TB_PROJECT else run
+
+
+def read_runs(logroot: Path) -> list[RunSummary]:
+    """Every run under logroot, read with TensorBoard's own multiplexer (the runs its UI would show)."""
+    if not logroot.is_dir():
+        raise UserError(f"{logroot}: no such folder")
+    multiplexer = event_multiplexer.EventMultiplexer(size_guidance={"scalars": 0, "tensors": 0})
+    multiplexer.AddRunsFromDirectory(str(logroot))
+    multiplexer.Reload()
+    hparams_content = multiplexer.PluginRunToTagToContent("hparams")
+    runs = []
+    for run in sorted(multiplexer.Runs()):
+        scalars = multiplexer.GetAccumulator(run).Tags()["scalars"]
+
+        def series(tag: str) -> list[tuple[int, float]]:
+            return [(e.step, e.value) for e in multiplexer.Scalars(run, tag)] if tag in scalars else []
+
+        def times(tag: str) -> list[float]:
+            return [e.wall_time for e in multiplexer.Scalars(run, tag)]
+
+        val_psnr = series("val/psnr")
+        final = series("final/psnr")
+        walls = [t for tag in scalars for t in times(tag)]
+        runs.append(
+            RunSummary(
+                name=run_display_name(run),
+                hparams=_hparams(hparams_content.get(run, {})),
+                best_val_psnr=max((v for _, v in val_psnr), default=math.nan),
+                final_val_psnr=final[-1][1] if final else (val_psnr[-1][1] if val_psnr else math.nan),
+                steps=max((s for s, _ in series("train/loss")), default=0),
+                epochs=max((s for s, _ in series("epoch/loss")), default=0),
+                wall_time_s=round(max(walls) - multiplexer.FirstEventTimestamp(run), 1) if walls else math.nan,
+                psnr_per_frame=series("final/psnr_per_frame"),
+                loss=series("train/loss"),
+            )
+        )
+    if not runs:
+        raise UserError(f"{logroot}: no TensorBoard event files under it")
+    return runs
+
+
+def _hparams(tag_to_content: dict[str, bytes]) -> dict[str, Any]:
+    content = tag_to_content.get(SESSION_START_INFO_TAG)
+    if content is None:
+        return {}
+    info = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info
+    return {name: value.WhichOneof("kind") and getattr(value, value.WhichOneof("kind")) for name, value in sorted(info.hparams.items())}
+
+
+def varying_hparams(runs: list[RunSummary]) -> list[str]:
+    names = dict.fromkeys(k for run in runs for k in run.hparams)
+    return [k for k in names if k not in BOOKKEEPING and len({repr(run.hparams.get(k)) for run in runs}) > 1]
+
+
+def write_csv(runs: list[RunSummary], path: Path) -> None:
+    rows = [run.row() for run in runs]
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def markdown_table(runs: list[RunSummary]) -> str:
+    columns = [*RESULT_COLUMNS[:1], *varying_hparams(runs), *RESULT_COLUMNS[1:]]
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for run in runs:
+        row = run.row()
+        lines.append("| " + " | ".join(_cell(row.get(c, "")) for c in columns) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _cell(value: Any) -> str:
+    return f"{value:.2f}" if isinstance(value, float) else str(value)
+
+
+def plot_curves(runs: list[RunSummary], attribute: str, xlabel: str, ylabel: str, title: str, path: Path) -> None:
+    figure = Figure(figsize=(9, 5), layout="constrained")
+    axes = figure.add_subplot()
+    for run in runs:
+        points = getattr(run, attribute)
+        if points:
+            axes.plot([x for x, _ in points], [y for _, y in points], label=run.name, linewidth=1.2)
+    axes.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    axes.grid(alpha=0.3)
+    if len(runs) <= 20:
+        axes.legend(fontsize="small")
+    figure.savefig(path, dpi=120)
+
+
+def summarize(logroot: Path, out: Path) -> list[RunSummary]:
+    runs = read_runs(logroot)
+    out.mkdir(parents=True, exist_ok=True)
+    write_csv(runs, out / "summary.csv")
+    (out / "summary.md").write_text(markdown_table(runs))
+    plot_curves(runs, "psnr_per_frame", "frame", "PSNR (dB)", f"{logroot.name}: PSNR per frame of the best weights", out / "psnr_per_frame.png")
+    plot_curves(runs, "loss", "optimizer step", "training loss", f"{logroot.name}: training loss", out / "loss.png")
+    return runs
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m cvae_dist.tb_summary", description="Summarise every run of a sweep from its TensorBoard events.")
+    parser.add_argument("logroot", type=Path, help="folder holding the runs (what you pass to tensorboard --logdir)")
+    parser.add_argument("--out", type=Path, help="where to write summary.csv, summary.md and the figures (default: LOGROOT)")
+    args = parser.parse_args(argv)
+    out = args.out or args.logroot
+    try:
+        runs = summarize(args.logroot, out)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(markdown_table(runs), end="")
+    print(f"{len(runs)} run(s); wrote {out / 'summary.csv'}, {out / 'summary.md'}, {out / 'psnr_per_frame.png'}, {out / 'loss.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

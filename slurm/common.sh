@@ -1,0 +1,44 @@
+# Shared by slurm/sweep.sh and slurm/multinode.sh, sourced from the repository root.
+#
+# Preemption: `#SBATCH --signal=B:USR1@120` makes Slurm send SIGUSR1 to the batch shell two minutes
+# before the time limit (or on preemption). The shell forwards it to the training processes, which
+# save a checkpoint and exit with REQUEUE_EXIT_CODE; the job then requeues itself, and the requeued
+# job resumes from that checkpoint.
+
+# Exit status with which cvae_dist/train.py says "checkpoint saved, run me again" (75 = EX_TEMPFAIL).
+REQUEUE_EXIT_CODE=${REQUEUE_EXIT_CODE:-75}
+
+# The port of a job's rendezvous: distinct for every job (and array task) that may share a node.
+job_port() {
+  echo $((20000 + ${SLURM_JOB_ID:-0} % 40000))
+}
+
+# forward_usr1 children|self COMMAND...: run COMMAND in the background and pass SIGUSR1 on while
+# waiting for it. `accelerate launch` would die of SIGUSR1 (Python's default action), so for it the
+# signal goes to its children, the training processes; srun forwards SIGUSR1 to its tasks itself.
+forward_usr1() {
+  local target=$1
+  shift
+  "$@" &
+  local pid=$! status
+  local signal_them="kill -USR1 $pid"
+  [ "$target" = children ] && signal_them="pkill -USR1 -P $pid"
+  # shellcheck disable=SC2064  # expanded now, on purpose
+  trap "echo \"\$(hostname): SIGUSR1, asking training to save a checkpoint\" >&2; $signal_them" USR1
+  while true; do
+    status=0
+    wait "$pid" || status=$?
+    # A trapped signal interrupts `wait` while the command still runs: wait again.
+    kill -0 "$pid" 2>/dev/null || break
+  done
+  trap - USR1
+  return "$status"
+}
+
+# requeue_if_asked STATUS: requeue this job when training exited to be continued later.
+requeue_if_asked() {
+  if [ "$1" -eq "$REQUEUE_EXIT_CODE" ] && [ -n "${SLURM_JOB_ID:-}" ]; then
+    echo "training saved a checkpoint to continue from; requeueing job $SLURM_JOB_ID" >&2
+    scontrol requeue "$SLURM_JOB_ID"
+  fi
+}

@@ -1,0 +1,106 @@
+"""The shipped accelerate_configs/: each parses with Accelerate's own loader into the setup it
+promises, and each that can run without a GPU trains cvae_dist/train.py through `accelerate launch`.
+
+Where each runs: cpu.yaml in test_distributed.py (the one-process reference), deepspeed_zero2.yaml
+in test_deepspeed.py, multi_node.yaml in test_slurm.py (slurm/multinode.sh), multi_gpu.yaml (through
+launch/multi_gpu.sh) and deepspeed_zero3.yaml here; rtx.yaml only where there is a GPU.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from accelerate.commands.config.config_args import load_config_from_file
+
+from conftest import REPO, TINY_RUN, accelerate_launch, free_port, run_env
+from cvae_dist.checkpoint import load_model
+from cvae_dist.config import PRESETS
+
+CONFIGS = REPO / "accelerate_configs"
+RUN = [*TINY_RUN, "--num_epoch", "1", "--val_vi_len", "8"]
+
+EXPECTED = {
+    "rtx.yaml": {"distributed_type": "NO", "num_processes": 1, "mixed_precision": "bf16", "use_cpu": False},
+    "multi_gpu.yaml": {"distributed_type": "MULTI_GPU", "num_machines": 1, "mixed_precision": "bf16"},
+    "multi_node.yaml": {"distributed_type": "MULTI_GPU", "rdzv_backend": "c10d", "same_network": False, "mixed_precision": "bf16"},
+    "deepspeed_zero2.yaml": {"distributed_type": "DEEPSPEED", "mixed_precision": "bf16", "zero_stage": 2},
+    "deepspeed_zero3.yaml": {"distributed_type": "DEEPSPEED", "mixed_precision": "bf16", "zero_stage": 3},
+    "cpu.yaml": {"distributed_type": "NO", "num_processes": 1, "mixed_precision": "no", "use_cpu": True},
+}
+
+
+def test_every_shipped_config_is_checked():
+    assert sorted(p.name for p in CONFIGS.glob("*.yaml")) == sorted(EXPECTED)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_config_parses_with_accelerates_loader(name):
+    config = load_config_from_file(str(CONFIGS / name))
+    for key, value in EXPECTED[name].items():
+        if key == "zero_stage":
+            assert config.deepspeed_config["zero_stage"] == value
+        else:
+            actual = getattr(config, key)
+            assert (actual.value if hasattr(actual, "value") else actual) == value, key
+
+
+def launch(config: str, processes: int, save_root: Path, dataset_root: Path, precision: str = "no"):
+    extra = ["--config_file", str(CONFIGS / config), "--num_processes", str(processes), "--main_process_port", str(free_port()),
+             "--mixed_precision", precision]
+    result = accelerate_launch(["--DR", str(dataset_root), "--save_root", str(save_root), *RUN], cwd=save_root.parent, extra=extra, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def launch_script(script: str, dataset_root: Path, runs: Path, **env: str) -> subprocess.CompletedProcess:
+    """A launch/ script as a user runs it, with the Python environment's `accelerate` first on PATH."""
+    environment = run_env()
+    environment["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), environment["PATH"]])
+    environment.update(RUNS=str(runs), RUN_NAME="run", **env)
+    flags = ["--DR", str(dataset_root), *RUN, "--mixed_precision", "no"]
+    result = subprocess.run([str(REPO / "launch" / script), *flags], cwd=runs.parent, env=environment, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"tensorboard --logdir {runs}" in result.stdout
+    return result
+
+
+def test_multi_gpu_script_and_config_run_two_gloo_processes_without_a_gpu(dataset_root, tmp_path):
+    result = launch_script("multi_gpu.sh", dataset_root, tmp_path / "runs", NUM_GPUS="2")
+    assert "world size 2 (MULTI_CPU" in result.stdout
+    # The tiny flags given to the script won over its own: batches of 2 windows on 2 processes.
+    assert [p.name for p in (tmp_path / "runs" / "run" / "checkpoints").iterdir()] == ["checkpoint-4"]
+    assert "preset: tiny" in (tmp_path / "runs" / "run" / "config.yaml").read_text()
+
+
+def test_single_gpu_script_reaches_train_py_with_the_rtx_config(tmp_path):
+    # rtx.yaml needs a card to train; `--help` still travels the whole way through accelerate launch.
+    environment = run_env()
+    environment["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), environment["PATH"]])
+    environment.update(RUNS=str(tmp_path / "runs"))
+    result = subprocess.run([str(REPO / "launch" / "single_gpu.sh"), "--help"], cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "training on 1 GPU(s)" in result.stdout and f"tensorboard --logdir {tmp_path / 'runs'}" in result.stdout
+    assert "usage: cvae_dist/train.py" in result.stdout
+
+
+def test_zero3_config_trains_and_saves_whole_weights(dataset_root, tmp_path):
+    pytest.importorskip("deepspeed", reason="DeepSpeed is in the `deepspeed` extra (scripts/setup.sh dev installs it)")
+    # Two processes: ZeRO-3 on one process is pointless, and DeepSpeed 0.19 then saves the
+    # buffers without the parameters.
+    result = launch("deepspeed_zero3.yaml", 2, tmp_path / "run", dataset_root)
+    assert "world size 2 (DEEPSPEED" in result.stdout
+    # ZeRO-3 partitions the parameters; the saved weights are gathered whole and load strictly.
+    model, config = load_model(tmp_path / "run" / "checkpoints" / "checkpoint-4")
+    assert config.model.F_dim == PRESETS["tiny"]["F_dim"]
+    assert sum(p.numel() for p in model.parameters()) > 10_000
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="rtx.yaml is for one NVIDIA card; there is none here")
+def test_rtx_config_trains_on_the_gpu(dataset_root, tmp_path):
+    result = launch("rtx.yaml", 1, tmp_path / "run", dataset_root, precision="bf16")
+    assert "world size 1 (NO, cuda, mixed precision bf16)" in result.stdout

@@ -1,0 +1,45 @@
+"""DeepSpeed ZeRO through Accelerate, with the shipped configs: trains, saves and resumes exactly,
+on one process and on two gloo processes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import REPO, TINY_RUN, accelerate_launch, free_port
+from cvae_dist.checkpoint import load_model
+
+pytest.importorskip("deepspeed", reason="DeepSpeed is in the `deepspeed` extra (scripts/setup.sh dev installs it)")
+
+CONFIGS = REPO / "accelerate_configs"
+
+
+def deepspeed_launch(config: str, processes: int, args: list[str], cwd):
+    extra = ["--config_file", str(CONFIGS / config), "--num_processes", str(processes), "--main_process_port", str(free_port())]
+    return accelerate_launch(args, cwd=cwd, extra=extra, timeout=900)
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_zero2_trains_saves_and_resumes_exactly(processes, dataset_root, tmp_path):
+    steps = 8 // processes  # one epoch of 16 windows in batches of 2 per process
+    middle = steps // 2
+    base = ["--DR", str(dataset_root), *TINY_RUN, "--num_epoch", "1", "--val_vi_len", "8", "--checkpointing_steps", str(middle)]
+    result = deepspeed_launch("deepspeed_zero2.yaml", processes, [*base, "--save_root", str(tmp_path / "run")], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"world size {processes} (DEEPSPEED" in result.stdout
+    checkpoint = tmp_path / "run" / "checkpoints" / f"checkpoint-{middle}"
+    assert (checkpoint / "pytorch_model" / "mp_rank_00_model_states.pt").is_file()  # DeepSpeed's own format
+    assert len(list((checkpoint / "pytorch_model").glob("*optim_states.pt"))) == processes  # ZeRO shards the optimizer
+    model, _ = load_model(tmp_path / "run" / "best")  # the weights also load without DeepSpeed
+    assert model.training is False
+
+    resumed = deepspeed_launch("deepspeed_zero2.yaml", processes,
+                               [*base, "--save_root", str(tmp_path / "resumed"), "--resume_from_checkpoint", str(checkpoint)], tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resumed from {checkpoint} at epoch 0, step {middle}" in resumed.stdout
+    uninterrupted = load_file(tmp_path / "run" / "checkpoints" / f"checkpoint-{steps}" / "model.safetensors")
+    continued = load_file(tmp_path / "resumed" / "checkpoints" / f"checkpoint-{steps}" / "model.safetensors")
+    assert uninterrupted.keys() == continued.keys()
+    for key in uninterrupted:
+        assert torch.equal(uninterrupted[key], continued[key]), key

@@ -1,0 +1,147 @@
+"""A real Slurm on this machine: slurm/sweep.sh as an array job, tb_summary over its runs, the
+HParams dashboard as TensorBoard's own backend serves it, and slurm/multinode.sh with two tasks
+standing in for two nodes (gloo over loopback)."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from tensorboard.backend.event_processing import data_provider, plugin_event_multiplexer
+from tensorboard.context import RequestContext
+from tensorboard.plugins import base_plugin
+from tensorboard.plugins.hparams import api_pb2, backend_context, list_session_groups
+
+from conftest import REPO, run_env
+from cvae_dist.tb_summary import summarize
+from local_slurm import LocalSlurm, unavailable_reason
+
+TINY_GRID = """\
+base:
+  preset: tiny
+  train_vi_len: 8
+  val_vi_len: 8
+  batch_size: 2
+  num_workers: 0
+  lr_milestones: []
+  log_every: 1
+  num_epoch: 1
+grid:
+  kl_anneal_type: [Cyclical, Monotonic, Without]
+"""
+# The scripts ask for a GPU node's resources; a one-node CPU cluster grants none of them.
+CPU_RESOURCES = ["--gres=none", "--cpus-per-task=1"]
+
+
+@pytest.fixture(scope="module")
+def slurm(tmp_path_factory):
+    reason = unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    with LocalSlurm(tmp_path_factory.mktemp("slurm"), cpus=4) as cluster:
+        yield cluster
+
+
+def slurm_env(slurm: LocalSlurm, **extra: str) -> dict[str, str]:
+    """The user's environment at submission: the Python environment first on PATH, the repository."""
+    env = run_env()
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env["PATH"]])
+    return slurm.env({**env, "CVAE_DIST_DIR": str(REPO), **extra})
+
+
+def sbatch(slurm: LocalSlurm, args: list[str], cwd: Path, **extra: str) -> subprocess.CompletedProcess:
+    result = subprocess.run(["sbatch", "--wait", *args], cwd=cwd, env=slurm_env(slurm, **extra), capture_output=True, text=True, timeout=1200)
+    outputs = "\n".join(f"--- {p.name}\n{p.read_text()[-4000:]}" for p in sorted(cwd.glob("slurm-*.out")))
+    assert result.returncode == 0, f"{result.stdout}{result.stderr}\n{outputs}\n{slurm.logs()}"
+    return result
+
+
+@pytest.fixture(scope="module")
+def sweep(slurm, dataset_root, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("sweep")
+    grid = folder / "grid.yaml"
+    grid.write_text(TINY_GRID)
+    log_root = folder / "runs"
+    started = time.perf_counter()
+    sbatch(slurm, ["--array=0-2", *CPU_RESOURCES, str(REPO / "slurm" / "sweep.sh"), str(grid), "--DR", str(dataset_root)],
+           cwd=folder, LOG_ROOT=str(log_root))
+    print(f"slurm sweep of 3 tiny runs: {time.perf_counter() - started:.1f} s")
+    return folder, log_root
+
+
+def test_sweep_trains_every_point_in_its_own_run_folder(sweep):
+    folder, log_root = sweep
+    runs = sorted(p.name for p in log_root.iterdir())
+    assert runs == ["000_kl_anneal_type-Cyclical", "001_kl_anneal_type-Monotonic", "002_kl_anneal_type-Without"]
+    for run in runs:
+        assert (log_root / run / "checkpoints" / "checkpoint-8" / "model.safetensors").is_file(), run
+        assert list((log_root / run / "tb").glob("events.out.tfevents.*")), run
+        assert f"kl_anneal_type: {run.split('-')[-1]}" in (log_root / run / "config.yaml").read_text()
+    logs = sorted(folder.glob("slurm-*_*.out"))
+    assert len(logs) == 3
+    ports = {line.split()[-1] for log in logs for line in log.read_text().splitlines() if line.startswith("rendezvous port")}
+    assert len(ports) == 3
+
+
+def test_tb_summary_lists_one_row_per_run(sweep, tmp_path):
+    _, log_root = sweep
+    result = subprocess.run([sys.executable, "-m", "cvae_dist.tb_summary", str(log_root), "--out", str(tmp_path)],
+                            env=run_env(), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    with (tmp_path / "summary.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["kl_anneal_type"] for r in rows] == ["Cyclical", "Monotonic", "Without"]
+    for row in rows:
+        assert int(row["steps"]) == 8 and int(row["epochs"]) == 1
+        assert 5 < float(row["best_val_psnr"]) < 60 and 5 < float(row["final_val_psnr"]) < 60
+        assert float(row["wall_time_s"]) > 0
+    table = (tmp_path / "summary.md").read_text().splitlines()
+    assert table[0].startswith("| run | kl_anneal_type |") and len(table) == 2 + 3
+    assert (tmp_path / "psnr_per_frame.png").stat().st_size > 10_000 and (tmp_path / "loss.png").stat().st_size > 10_000
+
+
+def test_hparams_dashboard_lists_every_run_with_its_metrics(sweep):
+    """Ask TensorBoard's HParams backend what its dashboard would list for `--logdir LOG_ROOT`."""
+    _, log_root = sweep
+    multiplexer = plugin_event_multiplexer.EventMultiplexer()
+    multiplexer.AddRunsFromDirectory(str(log_root))
+    multiplexer.Reload()
+    provider = data_provider.MultiplexerDataProvider(multiplexer, str(log_root))
+    context = backend_context.Context(base_plugin.TBContext(logdir=str(log_root), multiplexer=multiplexer, data_provider=provider))
+    statuses = [api_pb2.STATUS_UNKNOWN, api_pb2.STATUS_SUCCESS, api_pb2.STATUS_FAILURE, api_pb2.STATUS_RUNNING]
+    request = api_pb2.ListSessionGroupsRequest(start_index=0, slice_size=100, include_metrics=True, allowed_statuses=statuses)
+    response = list_session_groups.Handler(RequestContext(), context, "", request).run()
+    groups = {g.name: g for g in response.session_groups}
+    assert sorted(groups) == sorted(f"{run.name}/tb" for run in log_root.iterdir())
+    for name, group in groups.items():
+        assert group.hparams["kl_anneal_type"].string_value == name.split("-")[-1].split("/")[0]
+        metrics = {m.name.tag: m.value for m in group.metric_values}
+        assert {"val/psnr", "val/best_psnr", "final/psnr"} <= set(metrics), name
+        assert 5 < metrics["final/psnr"] < 60
+
+
+def test_summary_of_a_folder_without_events_is_one_line(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "cvae_dist.tb_summary", str(tmp_path)], env=run_env(), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"error: {tmp_path}: no TensorBoard event files under it"
+
+
+def test_multinode_script_runs_one_training_over_two_tasks(slurm, dataset_root, tmp_path):
+    save_root = tmp_path / "run"
+    flags = ["--DR", str(dataset_root), "--preset", "tiny", "--train_vi_len", "8", "--val_vi_len", "8", "--num_workers", "0",
+             "--lr_milestones", "--num_epoch", "1", "--log_every", "1", "--mixed_precision", "no"]
+    # Two tasks on this one node stand in for two nodes with one process each.
+    sbatch(slurm, ["--nodes=1", "--ntasks=2", "--ntasks-per-node=2", *CPU_RESOURCES, str(REPO / "slurm" / "multinode.sh"), *flags],
+           cwd=tmp_path, SAVE_ROOT=str(save_root), HEAD_ADDR="127.0.0.1")
+    (log,) = tmp_path.glob("slurm-*.out")
+    output = log.read_text()
+    assert "2 nodes x 1 processes, head 127.0.0.1" in output
+    assert "world size 2 (MULTI_CPU" in output
+    # 16 windows in batches of 2 on each of 2 processes: 4 optimizer steps per epoch, not 8.
+    assert [p.name for p in (save_root / "checkpoints").iterdir()] == ["checkpoint-4"]
+    assert (save_root / "checkpoints" / "checkpoint-4" / "random_states_1.pkl").is_file()

@@ -1,0 +1,57 @@
+"""Sweep grids: expansion, folder names, and flags that reproduce each point exactly."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO, run_env
+from cvae_dist.config import parse_args, resolve
+from cvae_dist.errors import UserError
+from cvae_dist.sweep import load_grid, point_flags, point_name
+
+GRIDS = sorted((REPO / "slurm" / "grids").glob("*.yaml"))
+
+
+def test_shipped_grids_hold_the_course_comparisons():
+    kl = load_grid(REPO / "slurm" / "grids" / "kl_annealing.yaml")
+    assert [p["kl_anneal_type"] for p in kl] == ["Cyclical", "Cyclical", "Monotonic", "Without"]
+    tf = load_grid(REPO / "slurm" / "grids" / "teacher_forcing.yaml")
+    assert [p["tfr"] for p in tf] == [0.0, 1.0, 1.0, 1.0, 1.0]
+    assert all(p["preset"] == "lab" and p["num_epoch"] == 70 for p in kl + tf)
+
+
+@pytest.mark.parametrize("grid", GRIDS, ids=lambda p: p.name)
+def test_flags_of_every_point_give_back_that_point(grid):
+    points = load_grid(grid)
+    for point in points:
+        assert parse_args(point_flags(point)) == resolve({k: (v, "grid") for k, v in point.items()})
+    names = [point_name(points, i) for i in range(len(points))]
+    assert len(set(names)) == len(points) and all(n[:3].isdigit() for n in names)
+
+
+def test_product_of_a_mapping_and_concatenation_of_a_list(tmp_path):
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("base: {preset: tiny}\ngrid:\n  - {lr: [0.001, 0.002], fast_train: [true, false]}\n  - {freeze_batchnorm: true}\n")
+    points = load_grid(grid)
+    assert len(points) == 5
+    assert points[0] == {"preset": "tiny", "lr": 0.001, "fast_train": True}
+    assert point_flags(points[1]) == ["--preset", "tiny", "--lr", "0.001", "--no-fast_train"]
+    assert point_name(points, 4) == "004_lr-0.001_fast_train-False_freeze_batchnorm-True"
+
+
+def test_a_misspelt_setting_fails_when_the_grid_is_read(tmp_path):
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("grid:\n  kl_anneal_typ: [Cyclical]\n")
+    with pytest.raises(UserError, match=r"point 0: unknown setting 'kl_anneal_typ' \(did you mean 'kl_anneal_type'\?\)"):
+        load_grid(grid)
+
+
+def test_cli_counts_and_rejects_an_index_past_the_end():
+    grid = str(REPO / "slurm" / "grids" / "kl_annealing.yaml")
+    count = subprocess.run([sys.executable, "-m", "cvae_dist.sweep", grid, "--count"], env=run_env(), capture_output=True, text=True, timeout=300)
+    assert count.stdout.strip() == "4"
+    past = subprocess.run([sys.executable, "-m", "cvae_dist.sweep", grid, "--index", "4"], env=run_env(), capture_output=True, text=True, timeout=300)
+    assert past.returncode == 2 and past.stderr.strip() == f"error: --index 4: {grid} has 4 points (0 to 3)"
