@@ -385,14 +385,18 @@ def find_weights(path: str | Path) -> tuple[Path, Path]:
     return weights, config
 
 
+def read_weights(weights: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file; a damaged file is a one-line error."""
+    try:
+        return load_file(str(weights))
+    except Exception as err:  # safetensors raises its own error types for damaged files
+        raise UserError(f"{weights}: cannot read weights ({err})") from None
+
+
 def load_weights_into(model: CVAE, weights: Path) -> None:
     """Strictly load a safetensors file into a model, naming the first mismatch on failure."""
     check_compatible(model.state_dict(), weights)
-    try:
-        state = load_file(str(weights))
-    except Exception as err:  # safetensors raises its own error types for damaged files
-        raise UserError(f"{weights}: cannot read weights ({err})") from None
-    model.load_state_dict(state)
+    model.load_state_dict(read_weights(weights))
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[CVAE, Config]:

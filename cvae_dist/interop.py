@@ -107,7 +107,7 @@ def export_course(source: str | Path, course_ckpt: str | Path) -> Path:
     """Write a course checkpoint from a run folder, checkpoint folder or model.safetensors."""
     weights, config_file = ckpt.find_weights(source)
     config = load_config_file(config_file)
-    state = ckpt.load_state_dict(weights)
+    state = ckpt.read_weights(weights)
     progress, optimizer = _training_progress(weights.parent, config)
     out = Path(course_ckpt)
     out.parent.mkdir(parents=True, exist_ok=True)
