@@ -193,6 +193,10 @@ class Trainer:
         # DeepSpeed views every parameter as flat bytes, which channels-last weights are not.
         if train.channels_last and not self.uses_deepspeed:
             model = model.to(memory_format=torch.channels_last)
+        if train.compile and train.activation_checkpointing and self.accelerator.mixed_precision != "no":
+            # Accelerate's autocast is traced inside the compiled forward, but a checkpointed frame is
+            # recomputed outside it, so the recomputation differs and autograd refuses it.
+            raise UserError("--compile with --activation_checkpointing needs --mixed_precision no (torch.compile cannot recompute autocast regions)")
         if train.compile:
             # In place rather than through Accelerate's dynamo plugin, whose OptimizedModule wrapper
             # would prefix every key that `save_model` writes with `_orig_mod.`.

@@ -39,7 +39,7 @@ def test_compiled_rollout_matches_eager(teacher_forcing):
 def test_compiled_checkpointed_run_saves_the_course_key_names(dataset_root, tmp_path):
     save_root = tmp_path / "run"
     args = ["--DR", str(dataset_root), "--save_root", str(save_root), *TINY_RUN, "--num_epoch", "1", "--partial", "0.5",
-            "--compile", "--compile_backend", "eager", "--activation_checkpointing", "--mixed_precision", "bf16"]
+            "--compile", "--compile_backend", "eager", "--activation_checkpointing"]
     result = accelerate_launch(args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     weights = load_file(save_root / "best" / "model.safetensors")
@@ -66,3 +66,10 @@ def test_quick_benchmark_prints_and_writes_every_section(tmp_path):
     assert all(r["peak_mib"] > 0 for r in rows if r["section"] in ("train", "memory"))
     assert [r["notes"]["window"] for r in rows if r["section"] == "memory"] == [4, 4, 8, 8]
     assert "cvae_dist, batch 2, fp32, TF on" in result.stdout and "frames/s" in result.stdout
+
+
+def test_compile_with_checkpointing_under_autocast_is_refused_in_one_line(dataset_root, tmp_path):
+    args = ["--DR", str(dataset_root), "--save_root", str(tmp_path / "r"), *TINY_RUN, "--compile", "--activation_checkpointing", "--mixed_precision", "bf16"]
+    result = subprocess.run([sys.executable, str(REPO / "cvae_dist" / "train.py"), *args], env=run_env(), capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("error: --compile with --activation_checkpointing needs --mixed_precision no")
