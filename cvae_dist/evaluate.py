@@ -208,29 +208,39 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m cvae_dist.evaluate",
         description="Roll the validation video out from its first frame and score each frame (PSNR, SSIM), over one or N latent samples.",
     )
+    add_inference_arguments(parser, out_help="folder for psnr_per_frame.csv, psnr_per_frame.png and rollout.gif")
+    parser.add_argument("--val_vi_len", type=int, default=None, help="frames to roll out (default: the whole video)")
+    parser.add_argument("--samples", type=int, default=1, metavar="N", help="latent samples per video, rolled out in one batch; scores are reported as mean-of-N and best-of-N (default: 1)")
+    return parser
+
+
+def add_inference_arguments(parser: argparse.ArgumentParser, out_help: str) -> None:
+    """The flags every command that rolls a trained model out shares (evaluate, generate)."""
     parser.add_argument("--ckpt", required=True, help="a run folder (uses its best weights), checkpoint folder or model.safetensors")
     parser.add_argument("--DR", help="dataset root in the course layout (default: the one the checkpoint was trained on)")
-    parser.add_argument("--out", required=True, help="folder for psnr_per_frame.csv, psnr_per_frame.png and rollout.gif")
-    parser.add_argument("--val_vi_len", type=int, default=None, help="frames to roll out (default: the whole video)")
+    parser.add_argument("--out", required=True, help=out_help)
     parser.add_argument("--z", choices=["prior", "mean"], default="prior", help="draw z from N(0,I), or use its mean (default: prior)")
-    parser.add_argument("--samples", type=int, default=1, metavar="N", help="latent samples per video, rolled out in one batch; scores are reported as mean-of-N and best-of-N (default: 1)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the prior's noise (default: 0)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device (default: cuda if available)")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
-    return parser
+
+
+def load_for_inference(args: argparse.Namespace):
+    """The checkpoint's network in eval mode and its dataset (--DR overrides the one it was trained on)."""
+    from cvae_dist.checkpoint import load_model
+    from cvae_dist.data import dataset_root
+    from cvae_dist.data.course import CourseDataset
+
+    model, config = load_model(args.ckpt, args.device)
+    if args.DR is not None:
+        config.data.DR = args.DR
+    return model, CourseDataset(dataset_root(config.data), config.data.frame_H, config.data.frame_W)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        from cvae_dist.checkpoint import load_model
-        from cvae_dist.data import dataset_root
-        from cvae_dist.data.course import CourseDataset
-
-        model, config = load_model(args.ckpt, args.device)
-        if args.DR is not None:
-            config.data.DR = args.DR
-        dataset = CourseDataset(dataset_root(config.data), config.data.frame_H, config.data.frame_W)
+        model, dataset = load_for_inference(args)
         video = dataset.val()
         evaluation = evaluate_video(model, video, args.device, args.val_vi_len, seed=args.seed, z=args.z, samples=args.samples)
         paths = write_evaluation(evaluation, video, args.out)

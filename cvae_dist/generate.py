@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from cvae_dist.data.course import TestSequence, to_unit_float
 from cvae_dist.errors import UserError
-from cvae_dist.evaluate import to_uint8, write_panels_gif
+from cvae_dist.evaluate import add_inference_arguments, load_for_inference, to_uint8, write_panels_gif
 from cvae_dist.rollout import generate
 
 SUBMISSION = "submission.csv"
@@ -54,27 +54,14 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m cvae_dist.generate",
         description="Roll out every test sequence (one batch) and write the course's Kaggle submission.csv and a GIF per sequence.",
     )
-    parser.add_argument("--ckpt", required=True, help="a run folder (uses its best weights), checkpoint folder or model.safetensors")
-    parser.add_argument("--DR", help="dataset root in the course layout (default: the one the checkpoint was trained on)")
-    parser.add_argument("--out", required=True, help="folder for submission.csv and test_<i>.gif")
-    parser.add_argument("--z", choices=["prior", "mean"], default="prior", help="draw z from N(0,I), or use its mean (default: prior)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the prior's noise (default: 0)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device (default: cuda if available)")
-    parser.add_argument("--debug", action="store_true", help="show full tracebacks")
+    add_inference_arguments(parser, out_help="folder for submission.csv and test_<i>.gif")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        from cvae_dist.checkpoint import load_model
-        from cvae_dist.data import dataset_root
-        from cvae_dist.data.course import CourseDataset
-
-        model, config = load_model(args.ckpt, args.device)
-        if args.DR is not None:
-            config.data.DR = args.DR
-        dataset = CourseDataset(dataset_root(config.data), config.data.frame_H, config.data.frame_W)
+        model, dataset = load_for_inference(args)
         sequences = dataset.test()
         videos = to_uint8(roll_out_tests(model, sequences, args.device, z=args.z, seed=args.seed))
         out = Path(args.out)
