@@ -374,17 +374,19 @@ def build_parser(prog: str = "cvae_dist/train.py") -> argparse.ArgumentParser:
     return parser
 
 
-def read_yaml(path: str | Path) -> dict[str, Any]:
+def read_yaml(path: str | Path, label: str | None = None) -> dict[str, Any]:
+    """A YAML file holding a mapping; errors name it as `label` (default: the --config flag)."""
+    label = label or f"--config {path}"
     try:
         data = yaml.safe_load(Path(path).read_text())
     except FileNotFoundError:
-        raise UserError(f"--config {path}: no such file") from None
+        raise UserError(f"{label}: no such file") from None
     except yaml.YAMLError as err:
-        raise UserError(f"--config {path}: not valid YAML ({str(err).splitlines()[0]})") from None
+        raise UserError(f"{label}: not valid YAML ({str(err).splitlines()[0]})") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise UserError(f"--config {path}: expected a mapping of flag: value, got {type(data).__name__}")
+        raise UserError(f"{label}: expected a mapping of flag: value, got {type(data).__name__}")
     return data
 
 

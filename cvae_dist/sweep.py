@@ -31,21 +31,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from cvae_dist.config import options, resolve
+from cvae_dist.config import options, read_yaml, resolve
 from cvae_dist.errors import UserError
 
 
 def load_grid(path: str | Path) -> list[dict[str, Any]]:
     """The points of a grid file, each a mapping of setting -> value (base settings included)."""
-    try:
-        data = yaml.safe_load(Path(path).read_text())
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such grid file") from None
-    except yaml.YAMLError as err:
-        raise UserError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
-    if not isinstance(data, dict) or "grid" not in data or set(data) - {"base", "grid"}:
+    data = read_yaml(path, label=f"grid {path}")
+    if "grid" not in data or set(data) - {"base", "grid"}:
         raise UserError(f"{path}: expected a mapping with a 'grid' key and an optional 'base' key")
     base = data.get("base") or {}
     blocks = data["grid"] if isinstance(data["grid"], list) else [data["grid"]]
