@@ -14,7 +14,6 @@ import argparse
 import hashlib
 import json
 import shutil
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from cvae_dist.config import MethodConfig, TrainConfig
-from cvae_dist.errors import UserError
+from cvae_dist.errors import UserError, run_command
 from cvae_dist.schedules import KLAnnealer, teacher_forcing_coin, teacher_forcing_ratio
 
 COURSE_METHOD, COURSE_TRAIN = MethodConfig(), TrainConfig()
@@ -170,13 +169,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
+
+    def draw() -> None:
         paths = write_schedule_figures(args.out) if args.command == "schedules" else write_demo_images(args.run, args.out)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print("wrote " + ", ".join(str(p) for p in paths.values()))
-    return 0
+        print("wrote " + ", ".join(str(p) for p in paths.values()))
+
+    return run_command(draw)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +23,7 @@ import numpy as np
 import torch
 
 from cvae_dist.data.course import Video, to_unit_float
-from cvae_dist.errors import UserError
+from cvae_dist.errors import UserError, run_command
 from cvae_dist.metrics import average_psnr, psnr_per_frame, ssim_per_frame
 from cvae_dist.rollout import generate
 
@@ -237,21 +236,18 @@ def load_for_inference(args: argparse.Namespace):
     return model, CourseDataset(dataset_root(config.data), config.data.frame_H, config.data.frame_W)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        model, dataset = load_for_inference(args)
-        video = dataset.val()
-        evaluation = evaluate_video(model, video, args.device, args.val_vi_len, seed=args.seed, z=args.z, samples=args.samples)
-        paths = write_evaluation(evaluation, video, args.out)
-    except UserError as err:
-        if args.debug:
-            raise
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+def _evaluate(args: argparse.Namespace) -> None:
+    model, dataset = load_for_inference(args)
+    video = dataset.val()
+    evaluation = evaluate_video(model, video, args.device, args.val_vi_len, seed=args.seed, z=args.z, samples=args.samples)
+    paths = write_evaluation(evaluation, video, args.out)
     print(summary_line(evaluation))
     print("wrote " + ", ".join(str(p) for p in paths.values()))
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_command(lambda: _evaluate(args), args.debug)
 
 
 if __name__ == "__main__":

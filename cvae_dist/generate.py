@@ -12,7 +12,6 @@ of their folders), then the frame's pixels as ints `rint(x * 255)`, flattened ch
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from cvae_dist.data.course import TestSequence, to_unit_float
-from cvae_dist.errors import UserError
+from cvae_dist.errors import UserError, run_command
 from cvae_dist.evaluate import add_inference_arguments, load_for_inference, to_uint8, write_panels_gif
 from cvae_dist.rollout import generate
 
@@ -58,24 +57,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _generate(args: argparse.Namespace) -> None:
+    model, dataset = load_for_inference(args)
+    sequences = dataset.test()
+    videos = to_uint8(roll_out_tests(model, sequences, args.device, z=args.z, seed=args.seed))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_submission(videos, out / SUBMISSION)
+    for sequence, video in zip(sequences, videos):
+        write_panels_gif([video, sequence.labels], out / f"test_{sequence.name}.gif")
+    print(f"wrote {out / SUBMISSION} ({videos.shape[0]} sequences x {videos.shape[1]} frames) and {len(sequences)} GIFs (prediction | pose) in {out}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        model, dataset = load_for_inference(args)
-        sequences = dataset.test()
-        videos = to_uint8(roll_out_tests(model, sequences, args.device, z=args.z, seed=args.seed))
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        write_submission(videos, out / SUBMISSION)
-        for sequence, video in zip(sequences, videos):
-            write_panels_gif([video, sequence.labels], out / f"test_{sequence.name}.gif")
-    except UserError as err:
-        if args.debug:
-            raise
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(f"wrote {out / SUBMISSION} ({videos.shape[0]} sequences x {videos.shape[1]} frames) and {len(sequences)} GIFs (prediction | pose) in {out}")
-    return 0
+    return run_command(lambda: _generate(args), args.debug)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import pickle
-import sys
 from pathlib import Path
 
 import torch
@@ -27,7 +26,7 @@ from safetensors.torch import save_file
 
 from cvae_dist import checkpoint as ckpt
 from cvae_dist.config import Config, from_flat, load_config_file, save_config_file
-from cvae_dist.errors import UserError
+from cvae_dist.errors import UserError, run_command
 
 COURSE_KEYS = ("state_dict", "optimizer", "lr", "tfr", "last_epoch")
 COURSE_STATE = "course_state.yaml"
@@ -133,18 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        if args.command == "import":
-            out = import_course(args.course_ckpt, args.out_dir)
-        else:
-            out = export_course(args.ckpt, args.course_ckpt)
-    except UserError as err:
-        if args.debug:
-            raise
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(f"wrote {out}")
-    return 0
+    convert = (lambda: import_course(args.course_ckpt, args.out_dir)) if args.command == "import" else (lambda: export_course(args.ckpt, args.course_ckpt))
+    return run_command(lambda: print(f"wrote {convert()}"), args.debug)
 
 
 if __name__ == "__main__":

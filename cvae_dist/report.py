@@ -17,7 +17,6 @@ record its training wrote into the same event file.
 from __future__ import annotations
 
 import argparse
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ from matplotlib.ticker import MaxNLocator
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-from cvae_dist.errors import UserError
+from cvae_dist.errors import UserError, run_command
 
 # The settings the course's comparisons vary, shown in the report's table.
 SETTINGS = {
@@ -223,15 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        page = write_report(args.runs, args.out)
-    except UserError as err:
-        if args.debug:
-            raise
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(f"wrote {page} and its figures")
-    return 0
+    return run_command(lambda: print(f"wrote {write_report(args.runs, args.out)} and its figures"), args.debug)
 
 
 if __name__ == "__main__":

@@ -27,12 +27,11 @@ import argparse
 import itertools
 import re
 import shlex
-import sys
 from pathlib import Path
 from typing import Any
 
 from cvae_dist.config import options, read_yaml, resolve
-from cvae_dist.errors import UserError
+from cvae_dist.errors import UserError, run_command
 
 
 def load_grid(path: str | Path) -> list[dict[str, Any]]:
@@ -107,20 +106,19 @@ def main(argv: list[str] | None = None) -> int:
     action.add_argument("--list", action="store_true", help="print every point's index, folder name and flags")
     parser.add_argument("--name", action="store_true", help="with --index: print the point's folder name instead of its flags")
     args = parser.parse_args(argv)
-    try:
-        points = load_grid(args.grid)
-        if args.count:
-            print(len(points))
-        elif args.list:
-            for index, point in enumerate(points):
-                print(f"{index}\t{point_name(points, index)}\t{shlex.join(point_flags(point))}")
-        else:
-            index = _point_index(points, args.index, args.grid)
-            print(point_name(points, index) if args.name else shlex.join(point_flags(points[index])))
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return run_command(lambda: _print_points(args))
+
+
+def _print_points(args: argparse.Namespace) -> None:
+    points = load_grid(args.grid)
+    if args.count:
+        print(len(points))
+    elif args.list:
+        for index, point in enumerate(points):
+            print(f"{index}\t{point_name(points, index)}\t{shlex.join(point_flags(point))}")
+    else:
+        index = _point_index(points, args.index, args.grid)
+        print(point_name(points, index) if args.name else shlex.join(point_flags(points[index])))
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import csv
 import math
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ from tensorboard.backend.event_processing import event_multiplexer
 from tensorboard.plugins.hparams import plugin_data_pb2
 from tensorboard.plugins.hparams.metadata import SESSION_START_INFO_TAG
 
-from cvae_dist.errors import UserError
+from cvae_dist.errors import UserError, run_command
 from cvae_dist.tracking import TB_PROJECT
 
 RESULT_COLUMNS = ("run", "best_val_psnr", "final_val_psnr", "steps", "epochs", "wall_time_s")
@@ -163,14 +162,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="where to write summary.csv, summary.md and the figures (default: LOGROOT)")
     args = parser.parse_args(argv)
     out = args.out or args.logroot
-    try:
+
+    def summarize_and_print() -> None:
         runs = summarize(args.logroot, out)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(markdown_table(runs), end="")
-    print(f"{len(runs)} run(s); wrote {out / 'summary.csv'}, {out / 'summary.md'}, {out / 'psnr_per_frame.png'}, {out / 'loss.png'}")
-    return 0
+        print(markdown_table(runs), end="")
+        print(f"{len(runs)} run(s); wrote {out / 'summary.csv'}, {out / 'summary.md'}, {out / 'psnr_per_frame.png'}, {out / 'loss.png'}")
+
+    return run_command(summarize_and_print)
 
 
 if __name__ == "__main__":

@@ -46,7 +46,7 @@ from cvae_dist import checkpoint as ckpt
 from cvae_dist.config import Config, parse_args
 from cvae_dist.data import dataset_root
 from cvae_dist.data.course import CourseDataset, TrainWindows, WindowSampler, to_unit_float
-from cvae_dist.errors import UserError
+from cvae_dist.errors import UserError, run_command
 from cvae_dist.evaluate import Evaluation, evaluate_video, summary_line, write_evaluation
 from cvae_dist.loss import cvae_loss
 from cvae_dist.model import CVAE
@@ -628,21 +628,14 @@ def make_accelerator(config: Config) -> Accelerator:
     return accelerator
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    debug = "--debug" in argv
+def _train(argv: list[str]) -> int:
+    if not argv:
+        print(f"No arguments: running the demo ({DEMO_CONFIG}). `--help` lists every flag.", flush=True)
+    config = parse_args(argv, default_config=DEMO_CONFIG)
+    started = time.perf_counter()
+    trainer = Trainer(config)
     try:
-        if not argv:
-            print(f"No arguments: running the demo ({DEMO_CONFIG}). `--help` lists every flag.", flush=True)
-        config = parse_args(argv, default_config=DEMO_CONFIG)
-        started = time.perf_counter()
-        trainer = Trainer(config)
         evaluation = trainer.fit()
-    except UserError as err:
-        if debug:
-            raise
-        print(f"error: {err}", file=sys.stderr)
-        return 2
     except Preempted as stop:
         if trainer.is_main:
             print(
@@ -656,6 +649,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"done in {minutes:.1f} min; best epoch {trainer.state.best_epoch}: {summary_line(evaluation)}")
         print(f"outputs in {config.train.save_root} (eval/ has the CSV, plot and GIF); tensorboard --logdir {config.train.logging_dir or config.train.save_root}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    return run_command(lambda: _train(argv), debug="--debug" in argv)
 
 
 if __name__ == "__main__":
