@@ -2,7 +2,9 @@
 VENV ?= .venv
 BIN := $(VENV)/bin
 # One process on whatever device is there; accelerate's own defaults, stated so it does not warn.
-LAUNCH := $(BIN)/accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no
+# Unless told, accelerate launch sets OMP_NUM_THREADS=1, and CPU training would use one core.
+CORES := $(shell getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1)
+LAUNCH := $(BIN)/accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no --num_cpu_threads_per_process $(CORES)
 
 .PHONY: demo test bench setup setup-dev clean
 

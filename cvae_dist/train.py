@@ -593,6 +593,24 @@ def fast_optimizer(device: torch.device) -> dict[str, bool]:
     return {"fused": True} if device.type == "cuda" else {"foreach": True}
 
 
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def cpu_threads_note(threads: int, cores_per_process: int) -> str | None:
+    """A note when torch would leave CPU cores idle, as it does under a plain `accelerate launch`.
+
+    Without `--cpu` (or `use_cpu` in its config) `accelerate launch` sets OMP_NUM_THREADS=1, which
+    makes CPU training use one core whatever the machine has."""
+    if threads >= cores_per_process:
+        return None
+    return (
+        f"note: torch uses {threads} CPU thread(s) per process on {cores_per_process} free core(s) per process; "
+        f"`accelerate launch --num_cpu_threads_per_process {cores_per_process}` (or OMP_NUM_THREADS={cores_per_process}) uses them all"
+    )
+
+
 def make_accelerator(config: Config) -> Accelerator:
     train = config.train
     on_cpu = not (torch.cuda.is_available() or torch.backends.mps.is_available())
@@ -615,6 +633,11 @@ def make_accelerator(config: Config) -> Accelerator:
     )
     if accelerator.mixed_precision == "fp16" and accelerator.device.type == "cpu" and accelerator.is_main_process:
         print("warning: --mixed_precision fp16 does nothing on a CPU (Accelerate trains in fp32 there); use bf16 for mixed precision on a CPU", file=sys.stderr, flush=True)
+    if accelerator.device.type == "cpu" and accelerator.is_main_process:
+        local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", accelerator.num_processes))
+        note = cpu_threads_note(torch.get_num_threads(), usable_cores() // max(local_processes, 1))
+        if note:
+            print(note, file=sys.stderr, flush=True)
     if accelerator.distributed_type == DistributedType.DEEPSPEED:
         # DeepSpeed clips gradients itself; its config's "auto" would become 1.0 whatever --max_grad_norm says.
         deepspeed_config = accelerator.state.deepspeed_plugin.deepspeed_config

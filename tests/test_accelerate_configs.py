@@ -104,3 +104,20 @@ def test_zero3_config_trains_and_saves_whole_weights(dataset_root, tmp_path):
 def test_rtx_config_trains_on_the_gpu(dataset_root, tmp_path):
     result = launch("rtx.yaml", 1, tmp_path / "run", dataset_root, precision="bf16")
     assert "world size 1 (NO, cuda, mixed precision bf16)" in result.stdout
+
+
+def test_cpu_threads_note_names_the_flag_only_when_cores_would_idle():
+    from cvae_dist.train import cpu_threads_note
+
+    note = cpu_threads_note(threads=1, cores_per_process=8)
+    assert "1 CPU thread(s)" in note and "--num_cpu_threads_per_process 8" in note
+    assert cpu_threads_note(threads=8, cores_per_process=8) is None
+    assert cpu_threads_note(threads=4, cores_per_process=2) is None
+
+
+def test_make_demo_gives_torch_every_core():
+    """accelerate launch sets OMP_NUM_THREADS=1 unless told otherwise: the demo must tell it."""
+    dry_run = subprocess.run(["make", "-n", "demo"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    launch = next(line for line in dry_run.splitlines() if "accelerate launch" in line).split()
+    threads = launch[launch.index("--num_cpu_threads_per_process") + 1]
+    assert int(threads) == os.cpu_count() or int(threads) == len(os.sched_getaffinity(0))
