@@ -130,10 +130,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _convert(args: argparse.Namespace) -> None:
+    out = import_course(args.course_ckpt, args.out_dir) if args.command == "import" else export_course(args.ckpt, args.course_ckpt)
+    print(f"wrote {out}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    convert = (lambda: import_course(args.course_ckpt, args.out_dir)) if args.command == "import" else (lambda: export_course(args.ckpt, args.course_ckpt))
-    return run_command(lambda: print(f"wrote {convert()}"), args.debug)
+    return run_command(lambda: _convert(args), args.debug)
 
 
 if __name__ == "__main__":
