@@ -547,7 +547,12 @@ class Trainer:
             accelerator = self.accelerator
             print(f"world size {accelerator.num_processes} ({accelerator.distributed_type.value}, {accelerator.device.type}, "
                   f"mixed precision {accelerator.mixed_precision})", flush=True)
-        if self.is_main:
+            if accelerator.device.type == "cpu":
+                # After every check has passed, so that bad input still ends in a single error line.
+                local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", accelerator.num_processes))
+                note = cpu_threads_note(torch.get_num_threads(), usable_cores() // max(local_processes, 1))
+                if note:
+                    print(note, file=sys.stderr, flush=True)
             write_hparams(self.accelerator.get_tracker("tensorboard", unwrap=True), self.config.flat())
 
     def _choose_start(self) -> Path | None:
@@ -633,11 +638,6 @@ def make_accelerator(config: Config) -> Accelerator:
     )
     if accelerator.mixed_precision == "fp16" and accelerator.device.type == "cpu" and accelerator.is_main_process:
         print("warning: --mixed_precision fp16 does nothing on a CPU (Accelerate trains in fp32 there); use bf16 for mixed precision on a CPU", file=sys.stderr, flush=True)
-    if accelerator.device.type == "cpu" and accelerator.is_main_process:
-        local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", accelerator.num_processes))
-        note = cpu_threads_note(torch.get_num_threads(), usable_cores() // max(local_processes, 1))
-        if note:
-            print(note, file=sys.stderr, flush=True)
     if accelerator.distributed_type == DistributedType.DEEPSPEED:
         # DeepSpeed clips gradients itself; its config's "auto" would become 1.0 whatever --max_grad_norm says.
         deepspeed_config = accelerator.state.deepspeed_plugin.deepspeed_config
