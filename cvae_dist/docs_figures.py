@@ -167,14 +167,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _draw(args: argparse.Namespace) -> None:
+    paths = write_schedule_figures(args.out) if args.command == "schedules" else write_demo_images(args.run, args.out)
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-
-    def draw() -> None:
-        paths = write_schedule_figures(args.out) if args.command == "schedules" else write_demo_images(args.run, args.out)
-        print("wrote " + ", ".join(str(p) for p in paths.values()))
-
-    return run_command(draw)
+    return run_command(lambda: _draw(args))
 
 
 if __name__ == "__main__":

@@ -220,9 +220,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _report(args: argparse.Namespace) -> None:
+    print(f"wrote {write_report(args.runs, args.out)} and its figures")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return run_command(lambda: print(f"wrote {write_report(args.runs, args.out)} and its figures"), args.debug)
+    return run_command(lambda: _report(args), args.debug)
 
 
 if __name__ == "__main__":

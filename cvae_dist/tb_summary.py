@@ -156,19 +156,18 @@ def summarize(logroot: Path, out: Path) -> list[RunSummary]:
     return runs
 
 
+def _summarize(logroot: Path, out: Path) -> None:
+    runs = summarize(logroot, out)
+    print(markdown_table(runs), end="")
+    print(f"{len(runs)} run(s); wrote {out / 'summary.csv'}, {out / 'summary.md'}, {out / 'psnr_per_frame.png'}, {out / 'loss.png'}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m cvae_dist.tb_summary", description="Summarise every run of a sweep from its TensorBoard events.")
     parser.add_argument("logroot", type=Path, help="folder holding the runs (what you pass to tensorboard --logdir)")
     parser.add_argument("--out", type=Path, help="where to write summary.csv, summary.md and the figures (default: LOGROOT)")
     args = parser.parse_args(argv)
-    out = args.out or args.logroot
-
-    def summarize_and_print() -> None:
-        runs = summarize(args.logroot, out)
-        print(markdown_table(runs), end="")
-        print(f"{len(runs)} run(s); wrote {out / 'summary.csv'}, {out / 'summary.md'}, {out / 'psnr_per_frame.png'}, {out / 'loss.png'}")
-
-    return run_command(summarize_and_print)
+    return run_command(lambda: _summarize(args.logroot, args.out or args.logroot))
 
 
 if __name__ == "__main__":
