@@ -123,8 +123,8 @@ class MethodConfig:
     """Epoch from which the teacher-forcing ratio decays."""
     tfr_d_step: float = 0.1
     """Amount the teacher-forcing ratio drops each epoch from --tfr_sde on."""
-    tfr_coin: Literal["epoch", "batch"] = "epoch"
-    """Draw the teacher-forcing coin once per epoch (course) or once per batch."""
+    tfr_coin: Literal["epoch", "batch", "frame"] = "epoch"
+    """Draw the teacher-forcing coin once per epoch (course), once per batch, or once per frame of every window (scheduled sampling: every step then decodes frame by frame)."""
     kl_anneal_type: Literal["Cyclical", "Monotonic", "Without"] = "Cyclical"
     """KL weight schedule: Cyclical (Fu et al. 2019), Monotonic (one cycle) or Without (beta = 1)."""
     kl_anneal_cycle: int = 10

@@ -5,6 +5,11 @@ writes the PSNR and SSIM of each frame (CSV), a plot of the PSNR, and a GIF of
 prediction | truth | pose, and prints the averages next to the copy-the-first-frame baseline's.
 Training runs the same evaluation every epoch.
 
+Beside the rollout it scores two diagnostics on the same frames: the one-step PSNR (each frame
+predicted from the true previous frame, so no error accumulates) and the PSNR of copying the
+previous frame. A model that uses the previous frame beats copying it one step ahead; one whose
+one-step score equals its rollout score draws each frame from the pose alone.
+
 A stochastic model is scored on N latent samples, rolled out together in one batch: mean-of-N
 averages each frame's score over the samples; best-of-N takes the sample with the best average
 score (per metric), as Denton & Fergus (2018) report SVG.
@@ -25,7 +30,7 @@ import torch
 from cvae_dist.data.course import Video, to_unit_float
 from cvae_dist.errors import UserError, run_command
 from cvae_dist.metrics import average_psnr, psnr_per_frame, ssim_per_frame
-from cvae_dist.rollout import generate
+from cvae_dist.rollout import generate, one_step
 
 
 @dataclass
@@ -40,6 +45,10 @@ class Evaluation:
     """SSIM of each sample's frames against the truth, (N, T)."""
     baseline_psnr: torch.Tensor
     """PSNR of each frame for the copy-the-first-frame baseline, (T,)."""
+    one_step_samples: torch.Tensor
+    """PSNR of each sample's frames predicted one step ahead, from the true previous frame, (N, T)."""
+    copy_previous_psnr: torch.Tensor
+    """PSNR of each frame for copying the true previous frame, (T,)."""
 
     @property
     def samples(self) -> int:
@@ -54,6 +63,11 @@ class Evaluation:
     def ssim(self) -> torch.Tensor:
         """Mean-of-N SSIM of each frame, (T,)."""
         return self.ssim_samples.mean(dim=0)
+
+    @property
+    def one_step_psnr(self) -> torch.Tensor:
+        """Mean-of-N one-step PSNR of each frame, (T,)."""
+        return self.one_step_samples.mean(dim=0)
 
     @property
     def best_psnr(self) -> torch.Tensor:
@@ -73,9 +87,20 @@ class Evaluation:
     def baseline_average(self) -> float:
         return float(average_psnr(self.baseline_psnr))
 
+    @property
+    def one_step_average(self) -> float:
+        return float(average_psnr(self.one_step_psnr))
+
+    @property
+    def copy_previous_average(self) -> float:
+        return float(average_psnr(self.copy_previous_psnr))
+
     def averages(self) -> dict[str, float]:
         """Every score averaged over frames 1..T-1."""
-        curves = {"psnr": self.psnr, "ssim": self.ssim, "best_psnr": self.best_psnr, "best_ssim": self.best_ssim}
+        curves = {
+            "psnr": self.psnr, "ssim": self.ssim, "best_psnr": self.best_psnr, "best_ssim": self.best_ssim,
+            "one_step_psnr": self.one_step_psnr, "copy_previous_psnr": self.copy_previous_psnr,
+        }
         return {name: float(average_psnr(curve)) for name, curve in curves.items()}
 
 
@@ -109,24 +134,30 @@ def evaluate_video(
         with autocast():
             first = truth[:1].to(device).expand(samples, -1, -1, -1)
             pred = generate(model, first, labels[None].expand(samples, -1, -1, -1, -1), z=z, generator=generator)
+            ahead = one_step(model, truth[None].to(device).expand(samples, -1, -1, -1, -1),
+                             labels[None].expand(samples, -1, -1, -1, -1), z=z, generator=generator)
     finally:
         model.train(was_training)
     pred = pred.float().clamp(0, 1).cpu()
     psnr = psnr_per_frame(pred, truth)
-    baseline = truth[:1].expand_as(truth)
     return Evaluation(
         pred=pred[average_psnr(psnr).argmax()],
         psnr_samples=psnr,
         ssim_samples=ssim_per_frame(pred, truth),
-        baseline_psnr=psnr_per_frame(baseline, truth),
+        baseline_psnr=psnr_per_frame(truth[:1].expand_as(truth), truth),
+        one_step_samples=psnr_per_frame(ahead.float().clamp(0, 1).cpu(), truth),
+        copy_previous_psnr=psnr_per_frame(torch.cat([truth[:1], truth[:-1]]), truth),
     )
 
 
 def write_psnr_csv(evaluation: Evaluation, path: Path) -> None:
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["frame", "psnr", "baseline_psnr", "ssim", "best_psnr", "best_ssim"])
-        columns = [evaluation.psnr, evaluation.baseline_psnr, evaluation.ssim, evaluation.best_psnr, evaluation.best_ssim]
+        writer.writerow(["frame", "psnr", "baseline_psnr", "ssim", "best_psnr", "best_ssim", "one_step_psnr", "copy_previous_psnr"])
+        columns = [
+            evaluation.psnr, evaluation.baseline_psnr, evaluation.ssim, evaluation.best_psnr, evaluation.best_ssim,
+            evaluation.one_step_psnr, evaluation.copy_previous_psnr,
+        ]
         for t in range(1, len(evaluation.psnr)):
             writer.writerow([t, *(f"{column[t]:.4f}" for column in columns)])
 
@@ -135,13 +166,17 @@ def plot_psnr(evaluation: Evaluation, path: Path, title: str = "PSNR per frame")
     from matplotlib.figure import Figure
 
     frames = np.arange(1, len(evaluation.psnr))
-    figure = Figure(figsize=(8, 3.5), layout="constrained")
+    figure = Figure(figsize=(10, 3.5), layout="constrained")
     axes = figure.subplots()
     mean_of = f"mean of {evaluation.samples} samples, " if evaluation.samples > 1 else ""
     axes.plot(frames, evaluation.psnr[1:].numpy(), label=f"model ({mean_of}avg {evaluation.average:.2f} dB)", linewidth=1.2)
     if evaluation.samples > 1:
         best = evaluation.averages()["best_psnr"]
         axes.plot(frames, evaluation.best_psnr[1:].numpy(), label=f"best of {evaluation.samples} (avg {best:.2f} dB)", linewidth=1.0)
+    axes.plot(frames, evaluation.one_step_psnr[1:].numpy(), label=f"one step ahead (avg {evaluation.one_step_average:.2f} dB)",
+              linewidth=0.8, color="tab:green", alpha=0.8)
+    axes.plot(frames, evaluation.copy_previous_psnr[1:].numpy(), label=f"copy previous frame (avg {evaluation.copy_previous_average:.2f} dB)",
+              linewidth=0.8, linestyle=":", color="black", alpha=0.7)
     axes.plot(
         frames,
         evaluation.baseline_psnr[1:].numpy(),
@@ -152,7 +187,7 @@ def plot_psnr(evaluation: Evaluation, path: Path, title: str = "PSNR per frame")
     )
     axes.set(xlabel="frame", ylabel="PSNR (dB)", title=title, xlim=(1, len(evaluation.psnr) - 1))
     axes.grid(alpha=0.3)
-    axes.legend(loc="upper right")
+    axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small")
     figure.savefig(path, dpi=120)
 
 
@@ -191,7 +226,10 @@ def summary_line(evaluation: Evaluation) -> str:
     line = (
         f"average PSNR over frames 1-{len(evaluation.psnr) - 1}: {evaluation.average:.2f} dB "
         f"(copy-the-first-frame baseline: {evaluation.baseline_average:.2f} dB, "
-        f"{evaluation.average - evaluation.baseline_average:+.2f} dB); average SSIM {evaluation.averages()['ssim']:.4f}"
+        f"{evaluation.average - evaluation.baseline_average:+.2f} dB); average SSIM {evaluation.averages()['ssim']:.4f}\n"
+        f"one step ahead (each frame from the true previous frame): {evaluation.one_step_average:.2f} dB "
+        f"(copy-the-previous-frame baseline: {evaluation.copy_previous_average:.2f} dB, "
+        f"{evaluation.one_step_average - evaluation.copy_previous_average:+.2f} dB)"
     )
     if evaluation.samples == 1:
         return line

@@ -70,7 +70,7 @@ def training_rollout(
     frames: torch.Tensor,
     labels: torch.Tensor,
     noise: torch.Tensor,
-    teacher_forcing: bool,
+    teacher_forcing: bool | torch.Tensor,
     checkpoint: bool = False,
 ) -> RolloutOutput:
     """Predict frames 1..T-1 of a training window, each z drawn from the posterior q(z_t | x_t, P_t).
@@ -78,8 +78,11 @@ def training_rollout(
     The posterior only needs true frames, so it is computed for all frames in one batch. With
     teacher forcing every decoder input is a true frame too, so the whole window is decoded in
     one batch; without it, each prediction feeds the next step, so decoding steps through time.
-    `noise` is the eps of the reparameterization, (B, T-1, N, H, W), drawn by the caller so that
-    both paths see the same randomness.
+    `teacher_forcing` may also be a (B, T-1) bool mask, scheduled sampling per frame (Bengio et
+    al. 2015): the step that predicts frame t+1 is fed the true frame t where mask[:, t] is set
+    and the previous prediction elsewhere (frame 0 is always given); decoding then steps through
+    time. `noise` is the eps of the reparameterization, (B, T-1, N, H, W), drawn by the caller so
+    that every path sees the same randomness.
 
     `checkpoint` keeps only each frame's inputs and outputs for the backward pass and recomputes
     the layers in between, one frame at a time: activation memory then grows with the window by
@@ -92,7 +95,10 @@ def training_rollout(
     label_features = _all_frames(model.encode_labels, labels[:, 1:])
     mu, logvar = run(model.posterior, frame_features[:, 1:], label_features)
     z = reparameterize(mu, logvar, noise)
-    if teacher_forcing:
+    if isinstance(teacher_forcing, torch.Tensor):
+        forced = (frame_features[:, :-1], teacher_forcing)
+        pred = _autoregress(model, frame_features[:, 0], label_features, z, checkpoint, forced)
+    elif teacher_forcing:
         pred = run(model.decode, frame_features[:, :-1], label_features, z)
     else:
         pred = _autoregress(model, frame_features[:, 0], label_features, z, checkpoint)
@@ -104,17 +110,36 @@ def _decode_and_encode(model, prev_feature: torch.Tensor, label_feature: torch.T
     return frame, model.encode_frames(frame)
 
 
-def _autoregress(model, first_feature: torch.Tensor, label_features: torch.Tensor, z: torch.Tensor, checkpoint: bool = False) -> torch.Tensor:
-    """Decode step by step, encoding each predicted frame as the next step's input."""
+def _autoregress(
+    model,
+    first_feature: torch.Tensor,
+    label_features: torch.Tensor,
+    z: torch.Tensor,
+    checkpoint: bool = False,
+    forced: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """Decode step by step, encoding each predicted frame as the next step's input; `forced`
+    (true frames' features and a (B, T-1) mask) swaps in true frames where the mask is set."""
     call = _checkpoint if checkpoint else (lambda fn, *args: fn(*args))
     prev_feature, predictions, steps = first_feature, [], z.shape[1]
     for t in range(steps):
         if t + 1 < steps:
             frame, prev_feature = call(_decode_and_encode, model, prev_feature, label_features[:, t], z[:, t])
+            if forced is not None:
+                true_features, mask = forced
+                prev_feature = torch.where(mask[:, t + 1, None, None, None], true_features[:, t + 1], prev_feature)
         else:
             frame = call(model.decode, prev_feature, label_features[:, t], z[:, t])
         predictions.append(frame)
     return torch.stack(predictions, dim=1)
+
+
+def _latents(shape: tuple[int, ...], z: Literal["prior", "mean"], like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """z of the given shape: drawn from the prior N(0, I), or its mean 0."""
+    if z == "mean":
+        return like.new_zeros(shape)
+    device = generator.device if generator is not None else like.device
+    return torch.randn(shape, generator=generator, device=device).to(like)
 
 
 @torch.no_grad()
@@ -139,14 +164,39 @@ def generate(
     latent_shape = (batch, model.config.N_dim, height, width)
     frames, prev = [first_frame], first_frame
     for t in range(steps - 1):
-        if z == "prior":
-            device = generator.device if generator is not None else first_frame.device
-            latent = torch.randn(latent_shape, generator=generator, device=device).to(first_frame)
-        else:
-            latent = first_frame.new_zeros(latent_shape)
+        latent = _latents(latent_shape, z, first_frame, generator)
         prev = model.decode(model.encode_frames(prev), label_features[:, t], latent)
         frames.append(prev)
     return torch.stack(frames, dim=1)
+
+
+@torch.no_grad()
+def one_step(
+    model,
+    frames: torch.Tensor,
+    labels: torch.Tensor,
+    z: Literal["prior", "mean"] = "prior",
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Predict every frame t = 1..T-1 from the true frame t-1 and pose t: one step ahead, no drift.
+
+    A diagnostic beside the rollout: a model that uses the previous frame beats copying it here.
+    frames, labels: (B, T, 3, H, W). Returns (B, T, 3, H, W) with the given frame 0 first. The
+    frames are decoded in batches of about `LABEL_CHUNK` frames, bounding memory.
+    """
+    batch, steps = frames.shape[:2]
+    height, width = frames.shape[-2:]
+
+    def predict(previous, label, latent):
+        return model.decode(model.encode_frames(previous), model.encode_labels(label), latent)
+
+    chunk = max(1, LABEL_CHUNK // batch)
+    predictions = [frames[:, :1]]
+    for start in range(1, steps, chunk):
+        stop = min(start + chunk, steps)
+        latent = _latents((batch, stop - start, model.config.N_dim, height, width), z, frames, generator)
+        predictions.append(_all_frames(predict, frames[:, start - 1 : stop - 1], labels[:, start:stop], latent))
+    return torch.cat(predictions, dim=1)
 
 
 @torch.no_grad()

@@ -10,6 +10,8 @@ import math
 import random
 from dataclasses import dataclass
 
+import torch
+
 
 def cyclical_beta(iteration: int, total: int, n_cycle: int, ratio: float, start: float = 0.0, stop: float = 1.0) -> float:
     """Fu et al. (2019) `frange_cycle_linear`, evaluated at one iteration.
@@ -60,3 +62,15 @@ def teacher_forcing_coin(ratio: float, seed: int, epoch: int, batch: int | None 
     throws the same one.
     """
     return random.Random(f"tf-coin/{seed}/{epoch}/{batch}").random() < ratio
+
+
+def teacher_forcing_frames(ratio: float, seed: int, epoch: int, windows: list[int], steps: int) -> torch.Tensor:
+    """Scheduled sampling per frame: a (len(windows), steps) bool mask, True where the true
+    previous frame is fed. Keyed on (seed, epoch, window), like the latent noise, so that it does
+    not depend on how batches are split across processes, nor on resuming."""
+    generator = torch.Generator()
+    mask = torch.empty(len(windows), steps)
+    for row, window in enumerate(windows):
+        generator.manual_seed((seed << 40) ^ (epoch << 24) ^ window ^ (1 << 62))
+        mask[row].uniform_(generator=generator)
+    return mask < ratio

@@ -51,7 +51,7 @@ from cvae_dist.evaluate import Evaluation, evaluate_video, summary_line, write_e
 from cvae_dist.loss import cvae_loss
 from cvae_dist.model import CVAE
 from cvae_dist.rollout import recalibrate_batchnorm
-from cvae_dist.schedules import KLAnnealer, teacher_forcing_coin, teacher_forcing_ratio
+from cvae_dist.schedules import KLAnnealer, teacher_forcing_coin, teacher_forcing_frames, teacher_forcing_ratio
 from cvae_dist.tracking import TB_PROJECT, frame_strip, write_hparams
 
 DEMO_CONFIG = Path(__file__).resolve().parent / "configs" / "demo.yaml"
@@ -346,8 +346,11 @@ class Trainer:
         epoch, state = self.state.epoch, self.state
         frames, labels = to_unit_float(frames), to_unit_float(labels)
         step_in_epoch = state.batch_in_epoch // self.config.train.gradient_accumulation_steps
-        coin_batch = step_in_epoch if method.tfr_coin == "batch" else None
-        teacher_forcing = teacher_forcing_coin(state.tfr, self.config.train.seed, epoch, coin_batch)
+        if method.tfr_coin == "frame":
+            teacher_forcing = teacher_forcing_frames(state.tfr, self.config.train.seed, epoch, indices, frames.shape[1] - 1).to(frames.device)
+        else:
+            coin_batch = step_in_epoch if method.tfr_coin == "batch" else None
+            teacher_forcing = teacher_forcing_coin(state.tfr, self.config.train.seed, epoch, coin_batch)
         state.beta = self.annealer.beta(epoch if method.kl_anneal_unit == "epoch" else state.step)
         with self.accelerator.accumulate(self.model):
             with self.deepspeed_autocast():
@@ -372,7 +375,8 @@ class Trainer:
             "mse": terms.mse.detach(),
             "kl": terms.kl.detach(),
             # torch.full, not torch.tensor: copying a host value to a GPU would wait for the whole step.
-            "teacher_forcing": torch.full((), float(teacher_forcing), device=frames.device),
+            "teacher_forcing": teacher_forcing[:, 1:].float().mean() if isinstance(teacher_forcing, torch.Tensor)
+            else torch.full((), float(teacher_forcing), device=frames.device),
             "grad_norm": grad_norm.detach().float(),
             "batches": torch.ones((), device=frames.device),
         }
@@ -478,11 +482,17 @@ class Trainer:
             self._write_sealed(self.save_root / ckpt.BEST, lambda staging: self.accelerator.save_model(self.model, staging), "best")
         if self.is_main:
             self.accelerator.log(
-                {"val/psnr": evaluation.average, "val/best_psnr": self.state.best_psnr, "val/baseline_psnr": evaluation.baseline_average},
+                {
+                    "val/psnr": evaluation.average, "val/best_psnr": self.state.best_psnr, "val/baseline_psnr": evaluation.baseline_average,
+                    "val/one_step_psnr": evaluation.one_step_average, "val/copy_previous_psnr": evaluation.copy_previous_average,
+                },
                 step=self.state.epoch,
             )
             self._log_strip("val/rollout", evaluation)
-            progress.write(f"epoch {self.state.epoch}: validation PSNR {evaluation.average:.2f} dB" + (" (best)" if improved else ""))
+            progress.write(
+                f"epoch {self.state.epoch}: validation PSNR {evaluation.average:.2f} dB" + (" (best)" if improved else "")
+                + f"; one step ahead {evaluation.one_step_average:.2f} dB (copy previous {evaluation.copy_previous_average:.2f} dB)"
+            )
         return evaluation
 
     def _log_strip(self, tag: str, evaluation: Evaluation) -> None:

@@ -9,9 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from cvae_dist.data import synthetic
+from cvae_dist.data.course import CourseDataset
+from cvae_dist.metrics import average_psnr, psnr_per_frame
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = dict(train_frames=96, clip_frames=48, val_frames=40, test_frames=40, test_sequences=2,
@@ -100,19 +103,24 @@ def test_labels_are_mostly_white(dataset):
         assert 0.9 < white < 0.99, path
 
 
+def _val_performance(n=40, **settings):
+    performer = synthetic.performer_of(0, 0, 1)
+    return performer, synthetic.performance_of(0, "val", 0, n, performer, 2.0, **settings)
+
+
 def test_label_depends_on_pose_only(dataset):
-    look_a, moves = synthetic.make_video(0, "val", 0, 40, 2.0)
-    look_b, _ = synthetic.make_video(0, "test", 1, 40, 2.0)
+    performer, moves = _val_performance()
     pose = moves[17]
+    other = synthetic.performer_of(0, 3, performers=5)
     assert np.array_equal(synthetic.render_label(pose, 64, 128), _load(dataset / "val/val_label/17.png"))
-    assert np.array_equal(synthetic.render_frame(pose, look_a, 64, 128), _load(dataset / "val/val_img/17.png"))
-    assert not np.array_equal(synthetic.render_frame(pose, look_b, 64, 128), _load(dataset / "val/val_img/17.png"))
+    assert np.array_equal(synthetic.render_frame(pose, performer.look, 64, 128), _load(dataset / "val/val_img/17.png"))
+    assert not np.array_equal(synthetic.render_frame(pose, other.look, 64, 128), _load(dataset / "val/val_img/17.png"))
 
 
 def test_label_limb_colours_come_from_the_fixed_palette():
     palette = np.array(synthetic.LABEL_PALETTE, dtype=float)
     for seed in range(3):
-        _, moves = synthetic.make_video(seed, "train", 0, 10)
+        moves = synthetic.performance_of(seed, "train", 0, 10, synthetic.COURSE_PERFORMER)
         label = synthetic.render_label(moves[0], 128, 256).reshape(-1, 3).astype(float)
         ink = label[(label != 255).any(-1)]
         exact = (ink[:, None, :] == palette[None]).all(-1)
@@ -127,52 +135,96 @@ def test_label_limb_colours_come_from_the_fixed_palette():
 
 # --------------------------------------------------------------------------- motion
 
+def _performance(seed, n=630, **settings):
+    return synthetic.performance(np.random.default_rng(seed), n, **settings)
+
+
 def test_consecutive_frames_are_close_compared_with_distant_ones(dataset):
     frames = [_load(dataset / "val/val_img" / name).astype(float) for name in _frames(40)]
     near = np.mean([np.abs(frames[t + 1] - frames[t]).mean() for t in range(39)])
-    far = np.mean([np.abs(frames[t + 30] - frames[t]).mean() for t in range(10)])
-    assert near < 0.35 * far
+    far = np.mean([np.abs(frames[t + 15] - frames[t]).mean() for t in range(25)])
+    assert near < 0.5 * far
 
 
-def test_joints_move_smoothly_across_move_changes():
+def test_joints_move_smoothly_across_segment_changes():
     for seed in range(3):
-        moves = synthetic.dance(np.random.default_rng(seed), 630)
+        moves = _performance(seed)
         joints = np.stack([pose.joints for pose in moves])
         steps = np.linalg.norm(np.diff(joints, axis=0), axis=-1)
-        assert steps.max() < 0.1  # image heights per frame: no jumps, even between moves
-        assert np.median(steps) < 0.01
+        assert steps.max() < 0.3  # image heights per frame at 10 fps (a hand in the fastest turn): no jumps
+        assert np.median(steps) < 0.02
 
 
-def test_dance_changes_moves_over_time():
-    moves = synthetic.dance(np.random.default_rng(5), 630)
-    names = [segment.move for segment in moves.schedule]
-    assert len(set(names)) >= 4
-    assert all(a != b for a, b in zip(names, names[1:]))
-    assert all(40 <= segment.length <= 160 for segment in moves.schedule)
-    assert len(synthetic.MOVES) >= 5
+def test_a_lower_frame_rate_moves_more_between_frames():
+    def median_step(fps):
+        joints = np.stack([pose.joints for pose in _performance(4, fps=fps)])
+        return np.median(np.linalg.norm(np.diff(joints, axis=0), axis=-1))
+
+    assert median_step(5) > 1.5 * median_step(10) > 2.25 * median_step(20)
 
 
-def test_dancer_travels_and_stays_in_frame():
-    moves = synthetic.dance(np.random.default_rng(2), 630, aspect=2.0)
-    assert np.ptp(moves.root_x) > 0.2
-    joints = np.stack([pose.joints for pose in moves])
-    assert np.abs(joints[..., 0]).max() < 1.0 and joints[..., 1].min() > 0 and joints[..., 1].max() < 1.0
+def test_a_performance_walks_turns_crouches_and_dances():
+    moves = _performance(5)
+    kinds = [segment.action or segment.move for segment in moves.schedule]
+    assert {"turn_to_travel", "crouch"} <= set(kinds) and len(set(kinds)) >= 5
+    assert all(a.start + a.length == b.start for a, b in zip(moves.schedule, moves.schedule[1:]))
+    yaw = np.array([pose.yaw for pose in moves])
+    assert (np.abs(np.sin(yaw)) > 0.99).mean() > 0.1  # sideways while walking
+    pelvis = np.array([pose["pelvis"][1] for pose in moves])
+    assert pelvis.max() - np.median(pelvis) > 0.1  # crouching: the pelvis drops by a tenth of the frame or more
 
 
-# --------------------------------------------------------------------------- appearance
+def test_the_performer_crosses_the_stage_both_ways_and_stays_in_frame():
+    for seed in range(3):
+        moves = _performance(seed, aspect=2.0)
+        half = synthetic.motion.stage_half_width(2.0)
+        assert np.ptp(moves.root_x) > half  # more than half the stage
+        walks = [segment for segment in moves.schedule if segment.move == "walk"]
+        assert {segment.mirror for segment in walks} == {False, True}  # to the left and to the right
+        joints = np.stack([pose.joints for pose in moves])
+        assert np.abs(joints[..., 0]).max() < 1.0 and joints[..., 1].min() > 0 and joints[..., 1].max() < 1.0
 
-def test_appearance_differs_per_video(dataset):
-    looks = [synthetic.make_video(0, split, i, 1)[0] for split, i in (("train", 0), ("train", 1), ("test", 0))]
-    shirts = np.array([look.shirt for look in looks])
-    assert min(np.abs(shirts[i] - shirts[j]).sum() for i in range(3) for j in range(i)) > 0.1
-    # ... and the renders carry those colours: compare the dancer's (non-grey) pixels.
-    images = [dataset / "train/train_img/0.png", dataset / "train/train_img/48.png",
+
+def test_the_back_turned_to_the_camera_shows_hair_where_the_face_was():
+    look = synthetic.COURSE_PERFORMER.look
+
+    def hair_pixels(yaw):
+        pose = synthetic.pose_at([yaw if name == "yaw" else value for name, value in zip(synthetic.PARAMS, _neutral())])
+        head = synthetic.render_frame(pose, look, 128, 256)[: int(pose["neck"][1] * 128)].astype(float)
+        return (np.abs(head - np.array(look.hair) * 255).max(-1) < 40).sum()
+
+    assert hair_pixels(np.pi) > 1.5 * hair_pixels(0.0)
+
+
+def _neutral():
+    return [synthetic.motion._NEUTRAL[name] for name in synthetic.PARAMS]
+
+
+# --------------------------------------------------------------------------- performers
+
+def _dancer_colour(path: Path) -> np.ndarray:
+    pixels = _load(path).reshape(-1, 3)
+    return pixels[_saturation(pixels) > 0.3].mean(0)
+
+
+def test_one_performer_in_every_split_by_default(dataset):
+    images = [dataset / "train/train_img/0.png", dataset / "train/train_img/48.png", dataset / "val/val_img/0.png",
               dataset / "test/test_img/0/0.png", dataset / "test/test_img/1/0.png"]
-    means = []
-    for path in images:
-        pixels = _load(path).reshape(-1, 3)
-        means.append(pixels[_saturation(pixels) > 0.3].mean(0))
-    assert min(np.abs(means[i] - means[j]).sum() for i in range(4) for j in range(i)) > 20
+    colours = np.array([_dancer_colour(path) for path in images])
+    assert np.abs(colours - colours.mean(0)).max() < 20
+    assert synthetic.performer_of(0, 0, 1) == synthetic.performer_of(7, 3, 1) == synthetic.COURSE_PERFORMER
+
+
+def test_several_performers_train_in_turn_and_val_and_test_ones_are_unseen(tmp_path):
+    root = _generate(tmp_path / "many", performers=2)
+    looks = [synthetic.performer_of(0, k, 2).look for k in range(5)]  # train 0, 1; val 2; test 3, 4
+    shirts = np.array([look.shirt for look in looks])
+    assert min(np.abs(shirts[i] - shirts[j]).sum() for i in range(5) for j in range(i)) > 0.1
+    images = [root / "train/train_img/0.png", root / "train/train_img/48.png", root / "val/val_img/0.png",
+              root / "test/test_img/0/0.png", root / "test/test_img/1/0.png"]
+    colours = [_dancer_colour(path) for path in images]
+    assert min(np.abs(colours[i] - colours[j]).sum() for i in range(5) for j in range(i)) > 20
+    assert json.loads((root / "synthetic.json").read_text())["performers"] == 2
 
 
 def test_background_is_grey_away_from_the_dancer(dataset):
@@ -185,11 +237,28 @@ def test_background_is_grey_away_from_the_dancer(dataset):
         assert _saturation(image[:, far]).max() < 0.1
 
 
+# --------------------------------------------------------------------------- baselines
+
+def test_baselines_are_in_the_course_range_and_match_the_files(tmp_path):
+    """Copying the first frame scores 16-23 dB on val and on every test video, as on the course's data."""
+    root = _generate(tmp_path / "full", train_frames=16, clip_frames=16, val_frames=630, test_frames=630,
+                     test_sequences=5, workers=2)
+    found = json.loads((root / "synthetic.json").read_text())["baselines"]
+    assert found["size"] == [32, 64] and len(found["test"]) == 5
+    for scores in [found["val"], *found["test"]]:
+        assert 16 <= scores["copy_first"] <= 23, scores
+        assert scores["copy_first"] + 5 < scores["copy_previous"] < 40, scores
+    val = CourseDataset(root, 32, 64, cache_dir=tmp_path / "cache", progress=False).val()
+    frames = torch.from_numpy(np.array(val.frames)).float() / 255
+    copy_first = average_psnr(psnr_per_frame(frames[:1].expand_as(frames), frames))
+    assert float(copy_first) == pytest.approx(found["val"]["copy_first"], abs=0.01)
+
+
 # --------------------------------------------------------------------------- safety
 
 def test_existing_root_with_same_parameters_is_reused(dataset, capsys):
     before = {p: p.stat().st_mtime_ns for p in dataset.rglob("*.png")}
-    assert _generate(dataset) == dataset
+    assert _generate(dataset, progress=True) == dataset
     assert "reusing" in capsys.readouterr().out
     assert {p: p.stat().st_mtime_ns for p in dataset.rglob("*.png")} == before
 
@@ -221,7 +290,7 @@ def test_failure_mid_generation_leaves_no_partial_root(tmp_path, monkeypatch, ex
         _generate(root)
     before = _hashes(root) if existing else None
     written = []
-    real_write = synthetic._write_png
+    real_write = synthetic.writer._write_png
 
     def write_then_fail(path, array):
         if len(written) == 5:
@@ -229,15 +298,53 @@ def test_failure_mid_generation_leaves_no_partial_root(tmp_path, monkeypatch, ex
         written.append(path)
         real_write(path, array)
 
-    monkeypatch.setattr(synthetic, "_write_png", write_then_fail)
+    monkeypatch.setattr(synthetic.writer, "_write_png", write_then_fail)
     with pytest.raises(RuntimeError, match="disk on fire"):
         _generate(root, seed=9, overwrite=True)
     assert (_hashes(root) if existing else root.exists()) == (before if existing else False)
     assert [p.name for p in tmp_path.iterdir()] == (["data"] if existing else [])
 
 
+def _make_outdated(root: Path) -> None:
+    manifest = json.loads((root / "synthetic.json").read_text())
+    (root / "synthetic.json").write_text(json.dumps({**manifest, "version": synthetic.GENERATOR_VERSION - 1}))
+
+
+def test_a_set_made_by_another_generator_version_is_refused_or_made_again(tmp_path, capsys):
+    root = _generate(tmp_path / "old")
+    _make_outdated(root)
+    with pytest.raises(FileExistsError, match=f"generator version {synthetic.GENERATOR_VERSION - 1} \\(this is version {synthetic.GENERATOR_VERSION}\\)"):
+        _generate(root)
+    _generate(root, replace_outdated=True, progress=True)
+    assert "making it again" in capsys.readouterr().out
+    assert json.loads((root / "synthetic.json").read_text())["version"] == synthetic.GENERATOR_VERSION
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    with pytest.raises(FileExistsError, match="not made by this generator"):
+        _generate(foreign, replace_outdated=True)
+
+
+def test_the_built_in_set_is_made_again_when_outdated(tmp_path, monkeypatch):
+    from cvae_dist.config import DataConfig
+    from cvae_dist.data import dataset_root
+
+    monkeypatch.chdir(tmp_path)
+    config = DataConfig(synthetic_train_frames=16)
+    settings = dict(train_frames=16, val_frames=4, test_sequences=1, test_frames=4, height=32, width=64)
+    monkeypatch.setattr(synthetic, "generate_dataset", _partial(synthetic.generate_dataset, **settings))
+    root = dataset_root(config, progress=False)
+    _make_outdated(root)
+    assert dataset_root(config, progress=False) == root
+    assert json.loads((root / "synthetic.json").read_text())["version"] == synthetic.GENERATOR_VERSION
+
+
+def _partial(function, **fixed):
+    return lambda root, **given: function(root, **{**given, **fixed})
+
+
 def test_bad_settings_raise_value_error(tmp_path):
-    for bad in (dict(train_frames=0), dict(clip_frames=-1), dict(height=8), dict(seed=-1), dict(workers=0)):
+    for bad in (dict(train_frames=0), dict(clip_frames=-1), dict(height=8), dict(seed=-1), dict(workers=0),
+                dict(performers=0), dict(fps=0), dict(val_frames=1)):
         with pytest.raises(ValueError):
             _generate(tmp_path / "x", **bad)
     assert not (tmp_path / "x").exists()
@@ -257,6 +364,7 @@ def test_cli_writes_the_layout(tmp_path):
                   "--val-frames", 10, "--test-sequences", 1, "--test-frames", 12, "--workers", 2, "--seed", 3)
     assert result.returncode == 0, result.stderr
     assert str(root) in result.stdout.strip().splitlines()[-1]
+    assert "val: copy first frame" in result.stdout and "test 0: copy first frame" in result.stdout
     assert _names(root / "train/train_img") == _frames(30)
     assert _names(root / "val/val_label") == _frames(10)
     assert _names(root / "test/test_label/0") == _frames(12)
@@ -267,7 +375,7 @@ def test_cli_help():
     result = _cli("--help")
     assert result.returncode == 0
     for flag in ("--root", "--train-frames", "--seed", "--height", "--width", "--clip-frames", "--workers",
-                 "--overwrite", "train_label"):
+                 "--overwrite", "--performers", "--fps", "train_label"):
         assert flag in result.stdout
 
 

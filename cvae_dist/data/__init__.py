@@ -16,4 +16,5 @@ def dataset_root(config: DataConfig, progress: bool = True) -> Path:
     from cvae_dist.data.synthetic import generate_dataset
 
     root = SYNTHETIC_ROOT / f"synthetic-{config.synthetic_train_frames}"
-    return generate_dataset(root, train_frames=config.synthetic_train_frames, progress=progress)
+    # The folder is this package's own cache: one made by another generator version is made again.
+    return generate_dataset(root, train_frames=config.synthetic_train_frames, replace_outdated=True, progress=progress)

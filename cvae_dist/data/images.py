@@ -32,6 +32,11 @@ def read_rgb(path: Path, height: int, width: int) -> np.ndarray:
             rgb = to_rgb8(image)
     except (OSError, SyntaxError, ValueError) as err:
         raise UserError(f"{path}: cannot read image ({err})") from None
+    return resized(rgb, height, width)
+
+
+def resized(rgb: Image.Image, height: int, width: int) -> np.ndarray:
+    """An RGB image -> (3, H, W) uint8 at the given size (bilinear, as the course's Resize)."""
     if rgb.size != (width, height):
         rgb = rgb.resize((width, height), Image.BILINEAR)
     return np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1)
