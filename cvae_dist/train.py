@@ -58,6 +58,9 @@ DEMO_CONFIG = Path(__file__).resolve().parent / "configs" / "demo.yaml"
 # Exit status after a preemption checkpoint: sysexits' EX_TEMPFAIL, "try again later". A Slurm
 # script requeues the job on it (or a cluster lists it in RequeueExit) and resumes `latest`.
 EXIT_REQUEUE = 75
+# `accelerate launch` and torchrun report any failure of this script as status 1, which hides
+# EXIT_REQUEUE from whoever started them; a batch script that needs the status names a file here.
+STATUS_FILE_ENV = "CVAE_DIST_STATUS_FILE"
 
 
 @dataclass
@@ -674,9 +677,19 @@ def _train(argv: list[str]) -> int:
     return 0
 
 
+def record_status(status: int) -> None:
+    """Write the exit status to the file $CVAE_DIST_STATUS_FILE names, if any, from global rank 0 only."""
+    path = os.environ.get(STATUS_FILE_ENV)
+    if path and int(os.environ.get("RANK", "0")) == 0:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(f"{status}\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    return run_command(lambda: _train(argv), debug="--debug" in argv)
+    status = run_command(lambda: _train(argv), debug="--debug" in argv)
+    record_status(status)
+    return status
 
 
 if __name__ == "__main__":
