@@ -112,6 +112,25 @@ def test_checkpoints_pass_both_ways_at_other_widths_and_predict_the_same(widths,
         torch.testing.assert_close(model.decode(frame_feature, label_feature, mu), frame)
 
 
+@pytest.mark.parametrize("settings, fixes", [
+    ({}, ["a sigmoid output", "LeakyReLU slope 0.01"]),
+    ({"output_activation": "none"}, ["LeakyReLU slope 0.01"]),
+    ({"course_leaky_relu": True}, ["a sigmoid output"]),
+    ({"output_activation": "none", "course_leaky_relu": True}, []),
+])
+def test_export_warns_when_the_course_code_would_predict_otherwise(settings, fixes, tmp_path, capsys):
+    weights_folder(tmp_path / "ours", {"preset": "tiny", **settings})
+    assert interop.main(["export", str(tmp_path / "ours"), str(tmp_path / "course.ckpt")]) == 0
+    err = capsys.readouterr().err
+    if not fixes:
+        assert err == ""
+        return
+    (line,) = err.splitlines()
+    assert line.startswith(f"warning: {tmp_path / 'ours' / 'model.safetensors'} was trained with ")
+    assert "the course's code loads it but predicts differently" in line
+    assert [fix for fix in ("a sigmoid output", "LeakyReLU slope 0.01") if fix in line] == fixes
+
+
 def test_export_of_a_training_checkpoint_carries_its_epoch_tfr_and_optimizer(tiny_run, tmp_path):
     checkpoint = tiny_run / "checkpoints" / "checkpoint-16"
     interop.export_course(checkpoint, tmp_path / "course.ckpt")
