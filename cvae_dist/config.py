@@ -136,7 +136,7 @@ class MethodConfig:
     kl_last_frame_only: bool = False
     """Reproduce a common student bug: weigh only the last frame's KL instead of summing over frames."""
     bn_recalibration_windows: int = 64
-    """Training windows rolled out to re-estimate BatchNorm statistics before each validation (0: keep the running averages, as the course does)."""
+    """Training windows whose pose labels re-estimate the BatchNorm statistics before each validation (0: keep the running averages, as the course does)."""
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.tfr <= 1.0:

@@ -453,20 +453,19 @@ class Trainer:
 
     # ---- validation, checkpoints, logging ---------------------------------------------------
 
-    def recalibration_batches(self):
-        """Training windows evenly spaced over the video, in training-size batches, the same on every process."""
+    def recalibration_labels(self):
+        """Pose labels of training windows evenly spaced over the video, in training-size batches, the same on every process."""
         count = min(self.config.method.bn_recalibration_windows, len(self.windows))
         indices = torch.linspace(0, len(self.windows) - 1, count).round().long().tolist() if count else []
         for start in range(0, count, self.config.train.batch_size):
-            frames, labels, _ = collate_windows([self.windows[i] for i in indices[start : start + self.config.train.batch_size]])
-            device = self.accelerator.device
-            yield to_unit_float(frames.to(device)), to_unit_float(labels.to(device))
+            labels = torch.stack([self.windows[i][1] for i in indices[start : start + self.config.train.batch_size]])
+            yield to_unit_float(labels.to(self.accelerator.device))
 
     def validate(self, progress) -> Evaluation:
         """Roll out the validation video; every process runs it so sharded models can gather weights."""
         model = self.accelerator.unwrap_model(self.model)
         with self.accelerator.autocast():
-            recalibrate_batchnorm(model, self.recalibration_batches())
+            recalibrate_batchnorm(model, self.recalibration_labels())
         evaluation = evaluate_video(
             model,
             self.val_video,
