@@ -549,13 +549,25 @@ class Trainer:
             accelerator = self.accelerator
             print(f"world size {accelerator.num_processes} ({accelerator.distributed_type.value}, {accelerator.device.type}, "
                   f"mixed precision {accelerator.mixed_precision})", flush=True)
-            if accelerator.device.type == "cpu":
-                # After every check has passed, so that bad input still ends in a single error line.
-                local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", accelerator.num_processes))
-                note = cpu_threads_note(torch.get_num_threads(), usable_cores() // max(local_processes, 1))
-                if note:
-                    print(note, file=sys.stderr, flush=True)
+            # After every check has passed, so that bad input still ends in a single error line.
+            for note in self._setting_notes():
+                print(note, file=sys.stderr, flush=True)
             write_hparams(self.accelerator.get_tracker("tensorboard", unwrap=True), self.config.flat())
+
+    def _setting_notes(self) -> list[str]:
+        """Settings that run, but not as the user likely meant: idle CPU cores, a KL weight that never rises."""
+        notes = []
+        if self.accelerator.device.type == "cpu":
+            local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", self.accelerator.num_processes))
+            notes.append(cpu_threads_note(torch.get_num_threads(), usable_cores() // max(local_processes, 1)))
+        if self.annealer.stays_zero:
+            method = self.config.method
+            notes.append(
+                f"warning: beta stays 0 for the whole run (the KL is never weighed): --kl_anneal_type {method.kl_anneal_type} "
+                f"has {self.annealer.cycles} cycle(s) in {self.annealer.total} {method.kl_anneal_unit}(s); give each cycle at least "
+                "2 (fewer --kl_anneal_cycle, more --num_epoch, or --kl_anneal_unit step)"
+            )
+        return [note for note in notes if note]
 
     def _choose_start(self) -> Path | None:
         folder, notes = ckpt.choose_start(self.config)
