@@ -93,7 +93,7 @@ class DataConfig:
     fast_partial: float = 0.4
     """Fraction of the training video used while fast training."""
     fast_train_epoch: int = 5
-    """Number of epochs that use --fast_partial when --fast_train is on."""
+    """Number of epochs that use --fast_partial when --fast_train is on (the course's code fast-trains 2 more: add 2 to match it)."""
     shuffle: bool = True
     """Shuffle the training windows every epoch (the course reads them in order)."""
     synthetic_train_frames: int = 6400
@@ -124,7 +124,7 @@ class MethodConfig:
     tfr_d_step: float = 0.1
     """Amount the teacher-forcing ratio drops each epoch from --tfr_sde on."""
     tfr_coin: Literal["epoch", "batch"] = "epoch"
-    """Draw the teacher-forcing coin once per epoch (course) or once per batch."""
+    """Draw the teacher-forcing coin once per epoch (course) or once per optimizer step ('batch': one coin for all its accumulated batches, on every process)."""
     kl_anneal_type: Literal["Cyclical", "Monotonic", "Without"] = "Cyclical"
     """KL weight schedule: Cyclical (Fu et al. 2019), Monotonic (one cycle) or Without (beta = 1)."""
     kl_anneal_cycle: int = 10
