@@ -155,7 +155,8 @@ def wait_for_job(slurm: LocalSlurm, job: str, log: Path, ready, what: str, timeo
 
 def test_a_sweep_task_signalled_to_stop_checkpoints_requeues_itself_and_finishes(slurm, dataset_root, tmp_path):
     grid = tmp_path / "grid.yaml"
-    grid.write_text(TINY_GRID.replace("num_epoch: 1", "num_epoch: 2").replace("[Cyclical, Monotonic, Without]", "[Without]"))
+    # One epoch of 16 windows in batches of 1: 16 steps.
+    grid.write_text(TINY_GRID.replace("batch_size: 2", "batch_size: 1").replace("[Cyclical, Monotonic, Without]", "[Without]"))
     run = tmp_path / "runs" / "000"  # a one-point grid has no settings that set its points apart
     submitted = subprocess.run(["sbatch", "--parsable", "--array=0", *CPU_RESOURCES, str(REPO / "slurm" / "sweep.sh"), str(grid),
                                 "--DR", str(dataset_root)], cwd=tmp_path, env=slurm_env(slurm, LOG_ROOT=str(tmp_path / "runs")),
@@ -179,7 +180,7 @@ def test_a_sweep_task_signalled_to_stop_checkpoints_requeues_itself_and_finishes
     step, folder = int(stopped.group(1)), Path(stopped.group(2))
     assert step < 16 and folder == ckpt.checkpoint_dir(run, step)
     assert f"requeueing job {state['JobId']}" in output
-    assert f"resumed from {folder} at epoch {(step - 1) // 8}, step {step}" in output
+    assert f"resumed from {folder} at epoch 0, step {step}" in output
     assert (run / "checkpoints" / "checkpoint-16" / ckpt.WEIGHTS).is_file() and "done in" in output
     assert (run / "exit_status").read_text() == "0\n"
 
