@@ -93,7 +93,7 @@ class DataConfig:
     fast_partial: float = 0.4
     """Fraction of the training video used while fast training."""
     fast_train_epoch: int = 5
-    """Number of epochs that use --fast_partial when --fast_train is on."""
+    """Number of epochs that use --fast_partial when --fast_train is on (the course's code fast-trains 2 more: add 2 to match it)."""
     shuffle: bool = True
     """Shuffle the training windows every epoch (the course reads them in order)."""
     synthetic_train_frames: int = 6400
@@ -124,7 +124,7 @@ class MethodConfig:
     tfr_d_step: float = 0.1
     """Amount the teacher-forcing ratio drops each epoch from --tfr_sde on."""
     tfr_coin: Literal["epoch", "batch", "frame"] = "epoch"
-    """Draw the teacher-forcing coin once per epoch (course), once per batch, or once per frame of every window (scheduled sampling: every step then decodes frame by frame)."""
+    """Draw the teacher-forcing coin once per epoch (course), once per optimizer step ('batch': one coin for all its accumulated batches, on every process), or once per frame of every window ('frame': scheduled sampling; every step then decodes frame by frame)."""
     kl_anneal_type: Literal["Cyclical", "Monotonic", "Without"] = "Cyclical"
     """KL weight schedule: Cyclical (Fu et al. 2019), Monotonic (one cycle) or Without (beta = 1)."""
     kl_anneal_cycle: int = 10
@@ -136,7 +136,7 @@ class MethodConfig:
     kl_last_frame_only: bool = False
     """Reproduce a common student bug: weigh only the last frame's KL instead of summing over frames."""
     bn_recalibration_windows: int = 64
-    """Training windows rolled out to re-estimate BatchNorm statistics before each validation (0: keep the running averages, as the course does)."""
+    """Training windows whose pose labels re-estimate the BatchNorm statistics before each validation (0: keep the running averages, as the course does)."""
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.tfr <= 1.0:

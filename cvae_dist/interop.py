@@ -10,14 +10,17 @@ widths are read off the tensor shapes. Files are always read with `weights_only=
 checkpoint from the internet must not be able to run code.
 
 An imported network keeps the course's behaviour (LeakyReLU slope 1, no output sigmoid), so it
-predicts exactly what it predicted in the course code. The course stores its model's own state
-dict under "optimizer" (a bug in its `save`), so no optimizer state is imported.
+predicts exactly what it predicted in the course code. An exported one trained with either fix
+loads into the course's code but predicts differently there, which `export` warns about. The
+course stores its model's own state dict under "optimizer" (a bug in its `save`), so no optimizer
+state is imported.
 """
 
 from __future__ import annotations
 
 import argparse
 import pickle
+import sys
 from pathlib import Path
 
 import torch
@@ -25,7 +28,7 @@ import yaml
 from safetensors.torch import save_file
 
 from cvae_dist import checkpoint as ckpt
-from cvae_dist.config import Config, from_flat, load_config_file, save_config_file
+from cvae_dist.config import Config, ModelConfig, from_flat, load_config_file, save_config_file
 from cvae_dist.errors import UserError, run_command
 
 COURSE_KEYS = ("state_dict", "optimizer", "lr", "tfr", "last_epoch")
@@ -102,10 +105,24 @@ def _training_progress(folder: Path, config: Config) -> tuple[dict, dict]:
     return {"lr": _scheduled_lr(config, epoch), "tfr": tfr, "last_epoch": epoch}, optimizer
 
 
+def fixes_the_course_lacks(model: ModelConfig) -> list[str]:
+    """The settings of ours with which a network computes something else in the course's code."""
+    fixes = []
+    if model.output_activation == "sigmoid":
+        fixes.append("a sigmoid output (the course's Generator has none)")
+    if not model.course_leaky_relu:
+        fixes.append("LeakyReLU slope 0.01 where the course's nn.LeakyReLU(True) has 1.0")
+    return fixes
+
+
 def export_course(source: str | Path, course_ckpt: str | Path) -> Path:
     """Write a course checkpoint from a run folder, checkpoint folder or model.safetensors."""
     weights, config_file = ckpt.find_weights(source)
     config = load_config_file(config_file)
+    fixes = fixes_the_course_lacks(config.model)
+    if fixes:
+        print(f"warning: {weights} was trained with {' and '.join(fixes)}: the course's code loads it but predicts differently "
+              "(train with --output_activation none --course_leaky_relu for weights that predict the same there)", file=sys.stderr)
     state = ckpt.read_weights(weights)
     progress, optimizer = _training_progress(weights.parent, config)
     out = Path(course_ckpt)

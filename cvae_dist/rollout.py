@@ -200,29 +200,30 @@ def one_step(
 
 
 @torch.no_grad()
-def recalibrate_batchnorm(model, windows: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> int:
-    """Re-estimate every BatchNorm's statistics on autoregressive rollouts of training windows.
+def recalibrate_batchnorm(model, label_windows: Iterable[torch.Tensor]) -> int:
+    """Re-estimate the BatchNorm statistics of the pose-label encoder on the labels of training windows.
 
-    Autoregressive training normalises each step's small batch of the model's own predictions with
-    that batch's statistics, while the running averages trail weights that keep changing; a
-    630-frame rollout normalised with those averages drifts far from what training saw. Averaging
-    the statistics of fresh rollouts with the current weights (momentum None: a plain cumulative
-    mean) makes inference normalise as training did: "precise BatchNorm" (Wu & Johnson, 2021).
-    Frozen BatchNorms keep their statistics. z is the posterior mean. Returns the layers updated.
+    Training normalises each batch of pose features with that batch's own statistics, while the
+    running averages trail convolution weights that keep changing; a 630-frame rollout normalised
+    with those averages drifts from what training saw. Averaging the statistics of many windows with
+    the current weights (momentum None: a plain cumulative mean) makes inference normalise as
+    training did: "precise BatchNorm" (Wu & Johnson, 2021). The course's network has its only
+    BatchNorm in the label encoder, which sees nothing but the labels, so encoding the labels of a
+    batch of windows (labels 1..T-1, as a training rollout does) gives exactly the statistics that
+    rolling the windows out would, at a fraction of the cost. Frozen BatchNorms keep their
+    statistics. Returns the layers updated.
     """
     was_training = model.training
     model.train()
-    layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
+    layers = [m for m in model.label_transformation.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
     momenta = [layer.momentum for layer in layers]
     for layer in layers:
         layer.reset_running_stats()
         layer.momentum = None
     try:
         if layers:
-            for frames, labels in windows:
-                batch, steps, _, height, width = frames.shape
-                noise = frames.new_zeros(batch, steps - 1, model.config.N_dim, height, width)
-                training_rollout(model, frames, labels, noise, teacher_forcing=False)
+            for labels in label_windows:
+                _all_frames(model.encode_labels, labels[:, 1:])
     finally:
         for layer, momentum in zip(layers, momenta):
             layer.momentum = momentum

@@ -42,11 +42,19 @@ class KLAnnealer:
     ratio: float
     """Fraction of each cycle spent rising."""
 
+    @property
+    def cycles(self) -> int:
+        return self.n_cycle if self.kind == "Cyclical" else 1
+
+    @property
+    def stays_zero(self) -> bool:
+        """Whether beta is 0 at every iteration: a cycle no longer than one iteration ends before beta rises."""
+        return self.kind != "Without" and self.total <= self.cycles
+
     def beta(self, iteration: int) -> float:
         if self.kind == "Without":
             return 1.0
-        cycles = self.n_cycle if self.kind == "Cyclical" else 1
-        return cyclical_beta(iteration, max(self.total, cycles), cycles, self.ratio)
+        return cyclical_beta(iteration, max(self.total, self.cycles), self.cycles, self.ratio)
 
 
 def teacher_forcing_ratio(epoch: int, tfr: float, tfr_sde: int, tfr_d_step: float) -> float:

@@ -58,6 +58,9 @@ DEMO_CONFIG = Path(__file__).resolve().parent / "configs" / "demo.yaml"
 # Exit status after a preemption checkpoint: sysexits' EX_TEMPFAIL, "try again later". A Slurm
 # script requeues the job on it (or a cluster lists it in RequeueExit) and resumes `latest`.
 EXIT_REQUEUE = 75
+# `accelerate launch` and torchrun report any failure of this script as status 1, which hides
+# EXIT_REQUEUE from whoever started them; a batch script that needs the status names a file here.
+STATUS_FILE_ENV = "CVAE_DIST_STATUS_FILE"
 
 
 @dataclass
@@ -454,20 +457,19 @@ class Trainer:
 
     # ---- validation, checkpoints, logging ---------------------------------------------------
 
-    def recalibration_batches(self):
-        """Training windows evenly spaced over the video, in training-size batches, the same on every process."""
+    def recalibration_labels(self):
+        """Pose labels of training windows evenly spaced over the video, in training-size batches, the same on every process."""
         count = min(self.config.method.bn_recalibration_windows, len(self.windows))
         indices = torch.linspace(0, len(self.windows) - 1, count).round().long().tolist() if count else []
         for start in range(0, count, self.config.train.batch_size):
-            frames, labels, _ = collate_windows([self.windows[i] for i in indices[start : start + self.config.train.batch_size]])
-            device = self.accelerator.device
-            yield to_unit_float(frames.to(device)), to_unit_float(labels.to(device))
+            labels = torch.stack([self.windows[i][1] for i in indices[start : start + self.config.train.batch_size]])
+            yield to_unit_float(labels.to(self.accelerator.device))
 
     def validate(self, progress) -> Evaluation:
         """Roll out the validation video; every process runs it so sharded models can gather weights."""
         model = self.accelerator.unwrap_model(self.model)
         with self.accelerator.autocast():
-            recalibrate_batchnorm(model, self.recalibration_batches())
+            recalibrate_batchnorm(model, self.recalibration_labels())
         evaluation = evaluate_video(
             model,
             self.val_video,
@@ -557,13 +559,25 @@ class Trainer:
             accelerator = self.accelerator
             print(f"world size {accelerator.num_processes} ({accelerator.distributed_type.value}, {accelerator.device.type}, "
                   f"mixed precision {accelerator.mixed_precision})", flush=True)
-            if accelerator.device.type == "cpu":
-                # After every check has passed, so that bad input still ends in a single error line.
-                local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", accelerator.num_processes))
-                note = cpu_threads_note(torch.get_num_threads(), usable_cores() // max(local_processes, 1))
-                if note:
-                    print(note, file=sys.stderr, flush=True)
+            # After every check has passed, so that bad input still ends in a single error line.
+            for note in self._setting_notes():
+                print(note, file=sys.stderr, flush=True)
             write_hparams(self.accelerator.get_tracker("tensorboard", unwrap=True), self.config.flat())
+
+    def _setting_notes(self) -> list[str]:
+        """Settings that run, but not as the user likely meant: idle CPU cores, a KL weight that never rises."""
+        notes = []
+        if self.accelerator.device.type == "cpu":
+            local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", self.accelerator.num_processes))
+            notes.append(cpu_threads_note(torch.get_num_threads(), usable_cores() // max(local_processes, 1)))
+        if self.annealer.stays_zero:
+            method = self.config.method
+            notes.append(
+                f"warning: beta stays 0 for the whole run (the KL is never weighed): --kl_anneal_type {method.kl_anneal_type} "
+                f"has {self.annealer.cycles} cycle(s) in {self.annealer.total} {method.kl_anneal_unit}(s); give each cycle at least "
+                "2 (fewer --kl_anneal_cycle, more --num_epoch, or --kl_anneal_unit step)"
+            )
+        return [note for note in notes if note]
 
     def _choose_start(self) -> Path | None:
         folder, notes = ckpt.choose_start(self.config)
@@ -684,9 +698,19 @@ def _train(argv: list[str]) -> int:
     return 0
 
 
+def record_status(status: int) -> None:
+    """Write the exit status to the file $CVAE_DIST_STATUS_FILE names, if any, from global rank 0 only."""
+    path = os.environ.get(STATUS_FILE_ENV)
+    if path and int(os.environ.get("RANK", "0")) == 0:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(f"{status}\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    return run_command(lambda: _train(argv), debug="--debug" in argv)
+    status = run_command(lambda: _train(argv), debug="--debug" in argv)
+    record_status(status)
+    return status
 
 
 if __name__ == "__main__":

@@ -4,6 +4,10 @@
 # before the time limit (or on preemption). The shell forwards it to the training processes, which
 # save a checkpoint and exit with REQUEUE_EXIT_CODE; the job then requeues itself, and the requeued
 # job resumes from that checkpoint.
+#
+# `accelerate launch` (and torchrun, srun) report any failure of the training processes as status 1,
+# so the launcher's status cannot say "requeue me". The main training process therefore also writes
+# its exit status to the file CVAE_DIST_STATUS_FILE names (see expect_status and training_status).
 
 # Exit status with which cvae_dist/train.py says "checkpoint saved, run me again" (75 = EX_TEMPFAIL).
 REQUEUE_EXIT_CODE=${REQUEUE_EXIT_CODE:-75}
@@ -33,6 +37,23 @@ forward_usr1() {
   done
   trap - USR1
   return "$status"
+}
+
+# expect_status FILE: have training's main process write its exit status to FILE (removed now, so
+# that a status left by an earlier run of this job is never read).
+expect_status() {
+  export CVAE_DIST_STATUS_FILE=$1
+  rm -f "$CVAE_DIST_STATUS_FILE"
+}
+
+# training_status LAUNCHER_STATUS: the exit status of training itself. The main process's status wins
+# only where both failed: when another process failed where the main one did not, the launcher's stands.
+training_status() {
+  local written=0
+  if [ "$1" -ne 0 ] && [ -s "$CVAE_DIST_STATUS_FILE" ]; then
+    written=$(<"$CVAE_DIST_STATUS_FILE")
+  fi
+  if [ "$written" -ne 0 ]; then echo "$written"; else echo "$1"; fi
 }
 
 # requeue_if_asked STATUS: requeue this job when training exited to be continued later.

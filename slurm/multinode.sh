@@ -12,7 +12,8 @@
 #
 # Environment overrides:
 #   GPUS_PER_NODE      processes per node (default: GPUs nvidia-smi lists on the first node; 1 without a GPU)
-#   SAVE_ROOT          run folder (default runs/multinode-<job id>; a requeued job keeps its id and resumes)
+#   SAVE_ROOT          run folder (default runs/multinode-<job id>; a requeued job keeps its id and resumes);
+#                      training writes its exit status to SAVE_ROOT/exit_status, which decides a requeue
 #   ACCELERATE_CONFIG  accelerate config (default accelerate_configs/multi_node.yaml; its node counts,
 #                      rank, address and port are overridden here)
 #   HEAD_ADDR          address of the head node (default: the first host of the allocation)
@@ -28,6 +29,7 @@
 #SBATCH --time=24:00:00
 #SBATCH --signal=B:USR1@120
 #SBATCH --requeue
+#SBATCH --open-mode=append
 #SBATCH --output=slurm-%j.out
 set -euo pipefail
 cd "${CVAE_DIST_DIR:-${SLURM_SUBMIT_DIR:-.}}"
@@ -47,6 +49,7 @@ resume=()
 compgen -G "$SAVE_ROOT/checkpoints/checkpoint-*" >/dev/null && resume=(--resume_from_checkpoint latest)
 echo "$NUM_MACHINES nodes x $GPUS_PER_NODE processes, head $HEAD_ADDR:$MAIN_PORT, run folder $SAVE_ROOT"
 
+expect_status "$SAVE_ROOT/exit_status"
 # The single quotes keep $SLURM_PROCID for each task to expand on its own node. The head node's
 # task hosts the c10d store, decided by rank rather than by torch matching host names, which is
 # ambiguous when tasks share a host.
@@ -60,5 +63,6 @@ forward_usr1 self srun --kill-on-bad-exit=1 bash -c '
     --machine_rank "$SLURM_PROCID" --main_process_ip "$HEAD_ADDR" --main_process_port "$MAIN_PORT" \
     --rdzv_backend c10d --rdzv_conf "is_host=$is_host" cvae_dist/train.py --save_root "$SAVE_ROOT" "$@"
 ' multinode-task "${resume[@]}" "$@" || status=$?
+status=$(training_status "$status")
 requeue_if_asked "$status"
 exit "$status"

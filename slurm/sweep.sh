@@ -17,8 +17,10 @@
 #   CVAE_DIST_DIR      the repository (default: the folder sbatch was run from)
 #
 # A requeued task (preemption, or the SIGUSR1 sent 120 s before the time limit) resumes from its
-# run folder's latest checkpoint. Each task gets its own rendezvous port, so tasks sharing a node
-# never collide even with a multi-GPU ACCELERATE_CONFIG.
+# run folder's latest checkpoint and appends to its log. Training writes its exit status to
+# <run folder>/exit_status, from which the task learns that it should requeue (see slurm/common.sh).
+# Each task gets its own rendezvous port, so tasks sharing a node never collide even with a
+# multi-GPU ACCELERATE_CONFIG.
 #
 #SBATCH --job-name=cvae-sweep
 #SBATCH --array=0-3
@@ -28,6 +30,7 @@
 #SBATCH --time=12:00:00
 #SBATCH --signal=B:USR1@120
 #SBATCH --requeue
+#SBATCH --open-mode=append
 #SBATCH --output=slurm-%A_%a.out
 set -euo pipefail
 cd "${CVAE_DIST_DIR:-${SLURM_SUBMIT_DIR:-.}}"
@@ -54,8 +57,10 @@ compgen -G "$run/checkpoints/checkpoint-*" >/dev/null && resume=(--resume_from_c
 echo "task $index of $grid on $(hostname): $name${resume:+ (resuming)}"
 echo "rendezvous port $(job_port)"
 
+expect_status "$run/exit_status"
 status=0
 forward_usr1 children accelerate launch --config_file "$ACCELERATE_CONFIG" --main_process_port "$(job_port)" \
   cvae_dist/train.py "${point[@]}" --save_root "$run" "${resume[@]}" "$@" || status=$?
+status=$(training_status "$status")
 requeue_if_asked "$status"
 exit "$status"

@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import TINY_RUN
+from cvae_dist.config import parse_args
 from cvae_dist.data import images
 from cvae_dist.data.course import CourseDataset, TrainWindows, Video, WindowSampler, frame_number, sorted_pngs
 from cvae_dist.errors import UserError
@@ -133,6 +135,18 @@ def test_windows_are_consecutive_and_partial_takes_the_start():
     assert len(TrainWindows(video, window=16, partial=0.5)) == 3
     with pytest.raises(UserError, match="too few for one window"):
         TrainWindows(Video(frames[:10], frames[:10]), window=16)
+
+
+def test_fast_train_covers_exactly_fast_train_epoch_epochs(dataset_root, tmp_path):
+    """The course's code fast-trains two epochs more than its --fast_train_epoch says; here it is that many."""
+    from cvae_dist.train import Trainer
+
+    args = ["--DR", str(dataset_root), "--save_root", str(tmp_path / "run"), *TINY_RUN,
+            "--fast_train", "--fast_partial", "0.5", "--fast_train_epoch", "3"]
+    trainer = Trainer(parse_args(args))
+    # 128 frames: 16 windows of 8 in batches of 2, half of them while fast-training.
+    assert [trainer.batches_in_epoch(epoch) for epoch in range(6)] == [4, 4, 4, 8, 8, 8]
+    assert not (tmp_path / "run").exists()
 
 
 def test_sampler_is_reproducible_per_epoch_and_fast_trains_on_the_start():

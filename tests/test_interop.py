@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
 
+from course_model import course_model
 from cvae_dist import interop
 from cvae_dist.checkpoint import load_model, load_weights_into
 from cvae_dist.config import PRESETS, ModelConfig, resolve, save_config_file
@@ -21,27 +21,9 @@ TEMPLATE = json.loads((Path(__file__).parent / "data" / "template_state_dict.jso
 COURSE_SHAPES = {key: tuple(shape) for key, shape in TEMPLATE["state_dict"].items()}
 
 
-class CourseLayout(nn.Module):
-    """A module with exactly the tensors named in the course's template state dict.
-
-    It stands for the course's VAE_Model when loading: `load_state_dict(strict=True)` checks
-    names and shapes, which is all the course's `load_checkpoint` relies on.
-    """
-
-    def __init__(self):
-        super().__init__()
-        for key, shape in COURSE_SHAPES.items():
-            *path, name = key.split(".")
-            module = self
-            for part in path:
-                if not hasattr(module, part):
-                    module.add_module(part, nn.Module())
-                module = getattr(module, part)
-            if name in ("running_mean", "running_var", "num_batches_tracked"):
-                dtype = torch.long if name == "num_batches_tracked" else torch.float
-                module.register_buffer(name, torch.zeros(shape, dtype=dtype))
-            else:
-                module.register_parameter(name, nn.Parameter(torch.zeros(shape)))
+# Widths at which a cap on ConvFFN's 4x expansion (1024 channels) would change the state dict:
+# the decoder fusion's 300 and 464 input channels, the generator's 384 and 512.
+OTHER_WIDTHS = [dict(F_dim=256), dict(D_out_dim=384), dict(F_dim=384, L_dim=64, N_dim=16, D_out_dim=512)]
 
 
 def course_checkpoint(path: Path) -> dict:
@@ -90,16 +72,63 @@ def test_import_then_export_round_trips_a_course_checkpoint(tmp_path):
         assert torch.equal(exported["state_dict"][key], tensor), key
 
 
-def test_exported_lab_network_loads_strictly_into_the_course_layout(tmp_path):
+def test_the_course_network_written_for_these_tests_has_the_template_state_dict():
+    state = course_model().state_dict()
+    assert list(state) == list(COURSE_SHAPES)
+    assert {k: tuple(v.shape) for k, v in state.items()} == COURSE_SHAPES
+    assert sum(p.numel() for p in course_model().parameters()) == 1_585_620
+
+
+def test_exported_lab_network_loads_strictly_into_the_course_network(tmp_path):
     model = weights_folder(tmp_path / "ours", {"preset": "lab"})
     interop.export_course(tmp_path / "ours", tmp_path / "course.ckpt")
     exported = torch.load(tmp_path / "course.ckpt", weights_only=True)
-    course = CourseLayout()
+    course = course_model()
     course.load_state_dict(exported["state_dict"], strict=True)
-    assert {k: tuple(v.shape) for k, v in course.state_dict().items()} == COURSE_SHAPES
     for key, tensor in model.state_dict().items():
         assert torch.equal(course.state_dict()[key], tensor), key
-    assert sum(p.numel() for p in course.parameters()) == 1_585_620
+
+
+@pytest.mark.parametrize("widths", OTHER_WIDTHS, ids=lambda w: ",".join(f"{k}={v}" for k, v in w.items()))
+def test_checkpoints_pass_both_ways_at_other_widths_and_predict_the_same(widths, tmp_path):
+    weights_folder(tmp_path / "ours", {"preset": "lab", **widths})
+    interop.export_course(tmp_path / "ours", tmp_path / "exported.ckpt")
+    course_model(**widths).load_state_dict(torch.load(tmp_path / "exported.ckpt", weights_only=True)["state_dict"], strict=True)
+
+    torch.manual_seed(0)
+    course = course_model(**widths).eval()
+    torch.save({"state_dict": course.state_dict(), "optimizer": {}, "lr": 1e-3, "tfr": 1.0, "last_epoch": 3}, tmp_path / "course.ckpt")
+    interop.import_course(tmp_path / "course.ckpt", tmp_path / "imported")
+    model, config = load_model(tmp_path / "imported")  # loads strictly
+    assert {k: getattr(config.model, k) for k in widths} == widths
+    frames, labels = torch.rand(2, 3, 4, 8), torch.rand(2, 3, 4, 8)
+    with torch.no_grad():
+        frame_feature, label_feature = course.frame_transformation(frames), course.label_transformation(labels)
+        mu, logvar = course.Gaussian_Predictor(torch.cat([frame_feature, label_feature], dim=1)).chunk(2, dim=1)
+        frame = course.Generator(course.Decoder_Fusion(frame_feature, label_feature, mu))
+        torch.testing.assert_close(model.encode_frames(frames), frame_feature)
+        torch.testing.assert_close(model.encode_labels(labels), label_feature)
+        torch.testing.assert_close(model.Gaussian_Predictor(frame_feature, label_feature), (mu, logvar))
+        torch.testing.assert_close(model.decode(frame_feature, label_feature, mu), frame)
+
+
+@pytest.mark.parametrize("settings, fixes", [
+    ({}, ["a sigmoid output", "LeakyReLU slope 0.01"]),
+    ({"output_activation": "none"}, ["LeakyReLU slope 0.01"]),
+    ({"course_leaky_relu": True}, ["a sigmoid output"]),
+    ({"output_activation": "none", "course_leaky_relu": True}, []),
+])
+def test_export_warns_when_the_course_code_would_predict_otherwise(settings, fixes, tmp_path, capsys):
+    weights_folder(tmp_path / "ours", {"preset": "tiny", **settings})
+    assert interop.main(["export", str(tmp_path / "ours"), str(tmp_path / "course.ckpt")]) == 0
+    err = capsys.readouterr().err
+    if not fixes:
+        assert err == ""
+        return
+    (line,) = err.splitlines()
+    assert line.startswith(f"warning: {tmp_path / 'ours' / 'model.safetensors'} was trained with ")
+    assert "the course's code loads it but predicts differently" in line
+    assert [fix for fix in ("a sigmoid output", "LeakyReLU slope 0.01") if fix in line] == fixes
 
 
 def test_export_of_a_training_checkpoint_carries_its_epoch_tfr_and_optimizer(tiny_run, tmp_path):

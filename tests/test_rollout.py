@@ -120,7 +120,7 @@ def test_recalibrated_batchnorm_normalises_inference_as_training_did():
             layer.running_var.fill_(9.0)
         stale = training_rollout(model.eval(), frames, labels, zeros, teacher_forcing=False).pred
         assert (stale - as_trained).abs().max() > 2e-3
-        assert recalibrate_batchnorm(model, [(frames, labels)]) == len(_batchnorms(model))
+        assert recalibrate_batchnorm(model, [labels]) == len(_batchnorms(model))
         assert not model.training
         assert all(layer.momentum == 0.1 for layer in _batchnorms(model))
         recalibrated = training_rollout(model, frames, labels, zeros, teacher_forcing=False).pred
@@ -133,12 +133,38 @@ def test_recalibrated_batchnorm_normalises_inference_as_training_did():
     torch.testing.assert_close(recalibrated, as_trained, atol=2e-4, rtol=0)
 
 
+def test_recalibrating_on_labels_gives_the_statistics_of_autoregressive_rollouts():
+    """Encoding the labels only sees what the pose encoder's BatchNorm saw in rollouts of the whole windows."""
+    from cvae_dist.rollout import recalibrate_batchnorm, training_rollout
+
+    torch.manual_seed(0)
+    model = CVAE(ModelConfig(**PRESETS["tiny"]))
+    windows = [(torch.rand(B, 4, 3, H, W), torch.rand(B, 4, 3, H, W)) for _ in range(3)]
+    layers = _batchnorms(model)
+    for layer in layers:  # what the re-estimation did before: autoregressive rollouts, z = the posterior mean
+        layer.reset_running_stats()
+        layer.momentum = None
+    with torch.no_grad():
+        for frames, labels in windows:
+            training_rollout(model.train(), frames, labels, torch.zeros(B, 3, model.config.N_dim, H, W), teacher_forcing=False)
+    rolled_out = [{k: v.clone() for k, v in layer.state_dict().items()} for layer in layers]
+    for layer in layers:
+        layer.momentum = 0.1
+        layer.running_mean.fill_(1.0)
+
+    assert recalibrate_batchnorm(model.eval(), [labels for _, labels in windows]) == len(layers) == 1
+    for layer, expected in zip(layers, rolled_out):
+        for key, tensor in layer.state_dict().items():
+            assert torch.equal(tensor, expected[key]), key
+    assert int(layers[0].num_batches_tracked) == len(windows)
+
+
 def test_recalibration_leaves_frozen_batchnorm_alone():
     from cvae_dist.rollout import recalibrate_batchnorm
 
     model = CVAE(ModelConfig(**PRESETS["tiny"], freeze_batchnorm=True))
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    assert recalibrate_batchnorm(model, [(torch.rand(B, 3, 3, H, W), torch.rand(B, 3, 3, H, W))]) == 0
+    assert recalibrate_batchnorm(model, [torch.rand(B, 3, 3, H, W)]) == 0
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 

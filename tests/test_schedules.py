@@ -43,6 +43,18 @@ def test_monotonic_is_one_cycle_and_without_is_one():
     assert {without.beta(i) for i in range(10)} == {1.0}
 
 
+@pytest.mark.parametrize("kind", ["Cyclical", "Monotonic", "Without"])
+def test_stays_zero_says_whether_beta_is_zero_at_every_iteration(kind):
+    for total in range(1, 25):
+        for n_cycle in range(1, 13):
+            for ratio in (0.25, 0.5, 1.0):
+                annealer = KLAnnealer(kind, total=total, n_cycle=n_cycle, ratio=ratio)
+                assert annealer.stays_zero == all(annealer.beta(i) == 0 for i in range(total)), (total, n_cycle, ratio)
+    # The course's 10 cycles in a run of 10 epochs or fewer, or a one-epoch Monotonic run.
+    assert KLAnnealer(kind, total=10, n_cycle=10, ratio=1.0).stays_zero == (kind == "Cyclical")
+    assert KLAnnealer(kind, total=1, n_cycle=10, ratio=1.0).stays_zero == (kind != "Without")
+
+
 @pytest.mark.parametrize("n_iter", [5, 7, 10, 70, 100, 333, 1000])
 @pytest.mark.parametrize("n_cycle", [1, 2, 3, 4, 10])
 @pytest.mark.parametrize("ratio", [0.25, 0.5, 0.7, 1.0])

@@ -1,11 +1,13 @@
 """A real Slurm on this machine: slurm/sweep.sh as an array job, tb_summary over its runs, the
-HParams dashboard as TensorBoard's own backend serves it, and slurm/multinode.sh with two tasks
-standing in for two nodes (gloo over loopback)."""
+HParams dashboard as TensorBoard's own backend serves it, a sweep task preempted by SIGUSR1 that
+requeues itself and finishes, and slurm/multinode.sh with two tasks standing in for two nodes
+(gloo over loopback)."""
 
 from __future__ import annotations
 
 import csv
 import os
+import re
 import subprocess
 import sys
 import time
@@ -18,6 +20,7 @@ from tensorboard.plugins import base_plugin
 from tensorboard.plugins.hparams import api_pb2, backend_context, list_session_groups
 
 from conftest import REPO, run_env
+from cvae_dist import checkpoint as ckpt
 from cvae_dist.tb_summary import summarize
 from local_slurm import LocalSlurm, unavailable_reason
 
@@ -129,6 +132,57 @@ def test_summary_of_a_folder_without_events_is_one_line(tmp_path):
     result = subprocess.run([sys.executable, "-m", "cvae_dist.tb_summary", str(tmp_path)], env=run_env(), capture_output=True, text=True, timeout=600)
     assert result.returncode == 2
     assert result.stderr.strip() == f"error: {tmp_path}: no TensorBoard event files under it"
+
+
+ENDED = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT")
+
+
+def scontrol_job(slurm: LocalSlurm, job: str) -> dict[str, str]:
+    """`scontrol show job` as field -> value."""
+    result = subprocess.run(["scontrol", "-o", "show", "job", job], env=slurm_env(slurm), capture_output=True, text=True, check=True)
+    return dict(re.findall(r"(\w+)=(\S*)", result.stdout))
+
+
+def wait_for_job(slurm: LocalSlurm, job: str, log: Path, ready, what: str, timeout: float = 900) -> dict[str, str]:
+    """Poll the job until `ready(its scontrol fields)`; returns them."""
+    deadline = time.monotonic() + timeout
+    while not ready(state := scontrol_job(slurm, job)):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"waiting for {what}: {state}\n{log.read_text()[-3000:] if log.exists() else 'no log'}")
+        time.sleep(0.1)
+    return state
+
+
+def test_a_sweep_task_signalled_to_stop_checkpoints_requeues_itself_and_finishes(slurm, dataset_root, tmp_path):
+    grid = tmp_path / "grid.yaml"
+    # One epoch of 16 windows in batches of 1: 16 steps.
+    grid.write_text(TINY_GRID.replace("batch_size: 2", "batch_size: 1").replace("[Cyclical, Monotonic, Without]", "[Without]"))
+    run = tmp_path / "runs" / "000"  # a one-point grid has no settings that set its points apart
+    submitted = subprocess.run(["sbatch", "--parsable", "--array=0", *CPU_RESOURCES, str(REPO / "slurm" / "sweep.sh"), str(grid),
+                                "--DR", str(dataset_root)], cwd=tmp_path, env=slurm_env(slurm, LOG_ROOT=str(tmp_path / "runs")),
+                               capture_output=True, text=True, check=True)
+    job = f"{submitted.stdout.strip().split(';')[0]}_0"
+    log = tmp_path / f"slurm-{job}.out"
+
+    # What `#SBATCH --signal=B:USR1@120` does before the time limit, once training has taken a step
+    # of its 16 (the progress bar shows "1/16"), so that it is well before the end.
+    def stepping(state):
+        return state["JobState"] in ENDED or (log.exists() and re.search(r"\b[1-9]\d*/16 \[", log.read_text()))
+
+    assert wait_for_job(slurm, job, log, stepping, "the first training step")["JobState"] == "RUNNING", log.read_text()[-3000:]
+    subprocess.run(["scancel", "--signal=USR1", "--batch", job], env=slurm_env(slurm), check=True)
+    state = wait_for_job(slurm, job, log, lambda s: s["JobState"] in ENDED, "the end of the job")
+
+    output = log.read_text()  # both runs of the task: the script appends (--open-mode=append)
+    assert (state["JobState"], state["Restarts"], state["ExitCode"]) == ("COMPLETED", "1", "0:0"), output[-3000:]
+    stopped = re.search(r"stopped by SIGUSR1 after step (\d+): checkpoint (\S+);", output)
+    assert stopped and "SIGUSR1, asking training to save a checkpoint" in output, output[-3000:]
+    step, folder = int(stopped.group(1)), Path(stopped.group(2))
+    assert step < 16 and folder == ckpt.checkpoint_dir(run, step)
+    assert f"requeueing job {state['JobId']}" in output
+    assert f"resumed from {folder} at epoch 0, step {step}" in output
+    assert (run / "checkpoints" / "checkpoint-16" / ckpt.WEIGHTS).is_file() and "done in" in output
+    assert (run / "exit_status").read_text() == "0\n"
 
 
 def test_multinode_script_runs_one_training_over_two_tasks(slurm, dataset_root, tmp_path):

@@ -89,6 +89,15 @@ def test_hparams_are_in_the_run_with_its_metrics_declared(run):
     assert session.hparams["tfr_d_step"].number_value == pytest.approx(0.5)
 
 
+def test_a_kl_schedule_that_never_rises_is_warned_about_once(run):
+    save_root, _, result = run
+    # The course's 10 KL cycles in 2 epochs: every epoch starts a cycle at beta 0.
+    assert [e.value for e in events(save_root).Scalars("epoch/beta")] == [0.0, 0.0]
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning: beta stays 0")]
+    assert warnings == ["warning: beta stays 0 for the whole run (the KL is never weighed): --kl_anneal_type Cyclical has 10 cycle(s) "
+                        "in 2 epoch(s); give each cycle at least 2 (fewer --kl_anneal_cycle, more --num_epoch, or --kl_anneal_unit step)"]
+
+
 def test_resume_mid_epoch_reproduces_the_uninterrupted_run(run, tmp_path):
     save_root, args, _ = run
     resumed_root = tmp_path / "resumed"

@@ -54,13 +54,13 @@ class DepthConv(nn.Module):
 
 
 class ConvFFN(nn.Module):
-    """A gated 1x1 feed-forward: expand, gate one half by LeakyReLU of the other, project back."""
+    """A gated 1x1 feed-forward: expand to 4x, gate one half by LeakyReLU of the other, project back."""
 
     def __init__(self, channels: int):
         super().__init__()
-        hidden = max(min(channels * 4, 1024), channels * 2)
-        self.conv = conv1x1(channels, hidden)
-        self.conv_out = conv1x1(hidden // 2, channels)
+        # 4x at every width, as the course: a cap on the width would change the state dict of wide models.
+        self.conv = conv1x1(channels, channels * 4)
+        self.conv_out = conv1x1(channels * 2, channels)
         self.relu = nn.LeakyReLU(negative_slope=0.1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
