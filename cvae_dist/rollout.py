@@ -25,6 +25,8 @@ class RolloutOutput:
     """Posterior means, (B, T-1, N, H, W)."""
     logvar: torch.Tensor
     """Posterior log-variances, (B, T-1, N, H, W)."""
+    one_step: torch.Tensor | None = None
+    """Frames 1..T-1 each predicted from the true previous frame, when asked for beside a rollout that is not teacher-forced, (B, T-1, 3, H, W)."""
 
 
 def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
@@ -72,6 +74,7 @@ def training_rollout(
     noise: torch.Tensor,
     teacher_forcing: bool | torch.Tensor,
     checkpoint: bool = False,
+    one_step: bool = False,
 ) -> RolloutOutput:
     """Predict frames 1..T-1 of a training window, each z drawn from the posterior q(z_t | x_t, P_t).
 
@@ -82,7 +85,9 @@ def training_rollout(
     al. 2015): the step that predicts frame t+1 is fed the true frame t where mask[:, t] is set
     and the previous prediction elsewhere (frame 0 is always given); decoding then steps through
     time. `noise` is the eps of the reparameterization, (B, T-1, N, H, W), drawn by the caller so
-    that every path sees the same randomness.
+    that every path sees the same randomness. `one_step` also decodes every frame from the true
+    previous frame (in one batch, from the features already computed), for a loss that keeps a
+    free-running model using the previous frame.
 
     `checkpoint` keeps only each frame's inputs and outputs for the backward pass and recomputes
     the layers in between, one frame at a time: activation memory then grows with the window by
@@ -95,14 +100,12 @@ def training_rollout(
     label_features = _all_frames(model.encode_labels, labels[:, 1:])
     mu, logvar = run(model.posterior, frame_features[:, 1:], label_features)
     z = reparameterize(mu, logvar, noise)
-    if isinstance(teacher_forcing, torch.Tensor):
-        forced = (frame_features[:, :-1], teacher_forcing)
-        pred = _autoregress(model, frame_features[:, 0], label_features, z, checkpoint, forced)
-    elif teacher_forcing:
-        pred = run(model.decode, frame_features[:, :-1], label_features, z)
-    else:
-        pred = _autoregress(model, frame_features[:, 0], label_features, z, checkpoint)
-    return RolloutOutput(pred=pred, mu=mu, logvar=logvar)
+    ahead = run(model.decode, frame_features[:, :-1], label_features, z) if teacher_forcing is True or one_step else None
+    if teacher_forcing is True:
+        return RolloutOutput(pred=ahead, mu=mu, logvar=logvar)
+    forced = (frame_features[:, :-1], teacher_forcing) if isinstance(teacher_forcing, torch.Tensor) else None
+    pred = _autoregress(model, frame_features[:, 0], label_features, z, checkpoint, forced)
+    return RolloutOutput(pred=pred, mu=mu, logvar=logvar, one_step=ahead)
 
 
 def _decode_and_encode(model, prev_feature: torch.Tensor, label_feature: torch.Tensor, z: torch.Tensor):

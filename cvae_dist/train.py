@@ -358,8 +358,10 @@ class Trainer:
         with self.accelerator.accumulate(self.model):
             with self.deepspeed_autocast():
                 noise = self.latent_noise(indices, frames)
-                out = self.model(frames, labels, noise, teacher_forcing, checkpoint=self.config.train.activation_checkpointing)
-            terms = cvae_loss(out.pred, frames[:, 1:], out.mu, out.logvar, state.beta, method.kl_last_frame_only)
+                out = self.model(frames, labels, noise, teacher_forcing, checkpoint=self.config.train.activation_checkpointing,
+                                 one_step=method.one_step_weight > 0)
+            terms = cvae_loss(out.pred, frames[:, 1:], out.mu, out.logvar, state.beta, method.kl_last_frame_only,
+                              out.one_step, method.one_step_weight)
             self.accelerator.backward(terms.total)
             grad_norm = torch.zeros((), device=frames.device)
             finite = True

@@ -14,11 +14,16 @@ B, T, H, W = 2, 6, 32, 64
 
 
 def course_loop(model, frames, labels, noise, teacher_forcing):
-    """One frame at a time: encode, posterior, reparameterize, decode, as students write it."""
+    """One frame at a time: encode, posterior, reparameterize, decode, as students write it.
+
+    `teacher_forcing` is a bool, or a (B, T-1) mask: the true frame t-1 is fed where mask[:, t-1] is set."""
     preds, mus, logvars = [], [], []
     prev = frames[:, 0]
     for t in range(1, frames.shape[1]):
-        source = frames[:, t - 1] if teacher_forcing else prev
+        if isinstance(teacher_forcing, torch.Tensor):
+            source = torch.where(teacher_forcing[:, t - 1, None, None, None], frames[:, t - 1], prev)
+        else:
+            source = frames[:, t - 1] if teacher_forcing else prev
         label_feature = model.encode_labels(labels[:, t])
         mu, logvar = model.posterior(model.encode_frames(frames[:, t]), label_feature)
         z = mu + noise[:, t - 1] * torch.exp(0.5 * logvar)
@@ -35,7 +40,11 @@ def inputs(seed=0):
     return frames, labels, noise
 
 
-@pytest.mark.parametrize("teacher_forcing", [True, False])
+# Scheduled sampling per frame: row 0 fed its true frames 2 and 4, row 1 frames 1 and 2 (frame 0 is always given).
+PER_FRAME = torch.tensor([[True, False, True, False, True], [True, True, True, False, False]])
+
+
+@pytest.mark.parametrize("teacher_forcing", [True, False, PER_FRAME], ids=["forced", "free", "per-frame"])
 @pytest.mark.parametrize("mode", ["eval", "train-frozen-bn"])
 def test_rollout_equals_the_frame_by_frame_loop(teacher_forcing, mode):
     torch.manual_seed(0)
@@ -66,6 +75,28 @@ def test_teacher_forcing_changes_the_result():
     forced, free = model(frames, labels, noise, True), model(frames, labels, noise, False)
     torch.testing.assert_close(forced.pred[:, 0], free.pred[:, 0])  # the first step always sees frame 0
     assert not torch.allclose(forced.pred[:, 1:], free.pred[:, 1:])
+
+
+def test_per_frame_masks_of_all_or_nothing_are_teacher_forcing_and_autoregression():
+    model = CVAE(ModelConfig(**PRESETS["tiny"])).eval()
+    frames, labels, noise = inputs()
+    everything, nothing = torch.ones(B, T - 1, dtype=torch.bool), torch.zeros(B, T - 1, dtype=torch.bool)
+    torch.testing.assert_close(model(frames, labels, noise, everything).pred, model(frames, labels, noise, True).pred)
+    torch.testing.assert_close(model(frames, labels, noise, nothing).pred, model(frames, labels, noise, False).pred)
+
+
+def test_one_step_beside_a_free_rollout_is_the_teacher_forced_prediction_and_weighs_in_the_loss():
+    model = CVAE(ModelConfig(**PRESETS["tiny"])).eval()
+    frames, labels, noise = inputs()
+    out = model(frames, labels, noise, False, one_step=True)
+    torch.testing.assert_close(out.pred, model(frames, labels, noise, False).pred)
+    torch.testing.assert_close(out.one_step, model(frames, labels, noise, True).pred)
+    assert model(frames, labels, noise, True, one_step=True).one_step is None  # teacher-forced: the rollout is one step ahead
+    plain = cvae_loss(out.pred, frames[:, 1:], out.mu, out.logvar, beta=0.5)
+    both = cvae_loss(out.pred, frames[:, 1:], out.mu, out.logvar, beta=0.5, one_step=out.one_step, one_step_weight=0.25)
+    reference = cvae_loss(out.one_step, frames[:, 1:], out.mu, out.logvar, beta=0.5)
+    torch.testing.assert_close(both.total, plain.total + 0.25 * reference.mse)
+    torch.testing.assert_close(both.one_step_mse, reference.mse)
 
 
 def test_reparameterize_is_differentiable_and_scaled():

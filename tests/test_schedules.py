@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from cvae_dist.schedules import KLAnnealer, cyclical_beta, teacher_forcing_coin, teacher_forcing_ratio
 
@@ -83,3 +84,16 @@ def test_coin_follows_the_ratio_and_is_reproducible():
     assert not any(teacher_forcing_coin(0.0, 0, e, b) for e in range(50) for b in range(5))
     per_batch = {teacher_forcing_coin(0.5, 0, 0, b) for b in range(50)}
     assert per_batch == {True, False}  # per-batch coins vary within an epoch
+
+
+def test_per_frame_teacher_forcing_keys_each_window_and_meets_the_ratio():
+    from cvae_dist.schedules import teacher_forcing_frames
+
+    together = teacher_forcing_frames(0.3, seed=1, epoch=2, windows=[5, 9, 40], steps=15)
+    apart = torch.cat([teacher_forcing_frames(0.3, 1, 2, [w], 15) for w in (5, 9, 40)])
+    assert together.shape == (3, 15) and together.dtype == torch.bool
+    assert torch.equal(together, apart)  # the same however windows are batched
+    assert not torch.equal(together, teacher_forcing_frames(0.3, 1, 3, [5, 9, 40], 15))  # a new draw each epoch
+    many = teacher_forcing_frames(0.3, 0, 0, list(range(400)), 15)
+    assert abs(many.float().mean().item() - 0.3) < 0.02
+    assert teacher_forcing_frames(1.0, 0, 0, [1], 15).all() and not teacher_forcing_frames(0.0, 0, 0, [1], 15).any()
