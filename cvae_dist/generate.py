@@ -19,7 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from cvae_dist.data.course import TestSequence, to_unit_float
-from cvae_dist.errors import UserError, run_command
+from cvae_dist.errors import ArgumentParser, UserError, run_command
 from cvae_dist.evaluate import add_inference_arguments, load_for_inference, to_uint8, write_panels_gif
 from cvae_dist.rollout import generate
 
@@ -49,7 +49,7 @@ def write_submission(videos: np.ndarray, path: Path, progress: bool = True) -> N
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m cvae_dist.generate",
         description="Roll out every test sequence (one batch) and write the course's Kaggle submission.csv and a GIF per sequence.",
     )
@@ -69,9 +69,12 @@ def _generate(args: argparse.Namespace) -> None:
     print(f"wrote {out / SUBMISSION} ({videos.shape[0]} sequences x {videos.shape[1]} frames) and {len(sequences)} GIFs (prediction | pose) in {out}")
 
 
+def parse_command_line(argv: list[str]) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return run_command(lambda: _generate(args), args.debug)
+    return run_command(argv, parse_command_line, _generate)
 
 
 if __name__ == "__main__":

@@ -189,7 +189,7 @@ class Trainer:
 
         model = CVAE(config.model)
         if train.ckpt_path is not None:
-            ckpt.load_weights_into(model, ckpt.find_weights(train.ckpt_path)[0])
+            ckpt.load_weights_into(model, ckpt.find_weights(train.ckpt_path, "--ckpt_path")[0])
         # DeepSpeed views every parameter as flat bytes, which channels-last weights are not.
         if train.channels_last and not self.uses_deepspeed:
             model = model.to(memory_format=torch.channels_last)
@@ -200,7 +200,10 @@ class Trainer:
         if train.compile:
             # In place rather than through Accelerate's dynamo plugin, whose OptimizedModule wrapper
             # would prefix every key that `save_model` writes with `_orig_mod.`.
-            model.compile(backend=train.compile_backend)
+            try:
+                model.compile(backend=train.compile_backend)
+            except torch._dynamo.exc.InvalidBackend:
+                raise UserError(f"--compile_backend {train.compile_backend}: not a torch.compile backend here (see torch._dynamo.list_backends())") from None
         optimizer_class = torch.optim.AdamW if train.optim == "AdamW" else torch.optim.Adam
         optimizer = optimizer_class(model.parameters(), lr=train.lr, **fast_optimizer(self.accelerator.device))
         scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=train.lr_milestones, gamma=train.lr_gamma)
@@ -651,10 +654,14 @@ def make_accelerator(config: Config) -> Accelerator:
     return accelerator
 
 
-def _train(argv: list[str]) -> int:
+def parse_command_line(argv: list[str]) -> Config:
+    """The run's settings, checked (config.validate); no arguments mean the demo."""
     if not argv:
         print(f"No arguments: running the demo ({DEMO_CONFIG}). `--help` lists every flag.", flush=True)
-    config = parse_args(argv, default_config=DEMO_CONFIG)
+    return parse_args(argv, default_config=DEMO_CONFIG)
+
+
+def _train(config: Config) -> int:
     started = time.perf_counter()
     trainer = Trainer(config)
     try:
@@ -675,8 +682,7 @@ def _train(argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    return run_command(lambda: _train(argv), debug="--debug" in argv)
+    return run_command(argv, parse_command_line, _train)
 
 
 if __name__ == "__main__":

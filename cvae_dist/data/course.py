@@ -84,7 +84,11 @@ class CourseDataset:
 
     def __init__(self, root: str | Path, height: int, width: int, cache_dir: Path | None = None, progress: bool = True):
         self.root = Path(root)
-        if not self.root.is_dir():
+        try:
+            found = self.root.is_dir()
+        except OSError as err:  # a name too long, a loop of links
+            raise UserError(f"--DR {self.root}: {err.strerror}") from None
+        if not found:
             raise UserError(f"--DR {self.root}: dataset folder not found")
         self.height, self.width = height, width
         self.cache_dir = cache_dir
