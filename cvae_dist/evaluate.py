@@ -22,7 +22,7 @@ import imageio.v3 as iio
 import numpy as np
 import torch
 
-from cvae_dist.config import Range, number
+from cvae_dist.config import Range, number, val_length
 from cvae_dist.data.course import Video, to_unit_float
 from cvae_dist.errors import ArgumentParser, UserError, output_folder, run_command
 from cvae_dist.metrics import average_psnr, psnr_per_frame, ssim_per_frame
@@ -251,8 +251,10 @@ def load_for_inference(args: argparse.Namespace):
 
 def _evaluate(args: argparse.Namespace) -> None:
     model, dataset = load_for_inference(args)
+    # The whole video when asked for more: --val_vi_len's default, and the CSV shows the frames scored.
+    length = val_length(args.val_vi_len, *dataset.frame_count("val"), shorter_ok=True)
     video = dataset.val()
-    evaluation = evaluate_video(model, video, args.device, args.val_vi_len, seed=args.seed, z=args.z, samples=args.samples)
+    evaluation = evaluate_video(model, video, args.device, length, seed=args.seed, z=args.z, samples=args.samples)
     paths = write_evaluation(evaluation, video, args.out)
     print(summary_line(evaluation))
     print("wrote " + ", ".join(str(p) for p in paths.values()))

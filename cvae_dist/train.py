@@ -43,7 +43,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from cvae_dist import checkpoint as ckpt
-from cvae_dist.config import Config, parse_args
+from cvae_dist.config import Config, check_train_length, parse_args, val_length
 from cvae_dist.data import dataset_root
 from cvae_dist.data.course import CourseDataset, TrainWindows, WindowSampler, to_unit_float
 from cvae_dist.errors import UserError, run_command
@@ -182,6 +182,10 @@ class Trainer:
                 config.data.frame_W,
                 progress=self.is_main,
             )
+            # Before any frame is read, so that a length the videos cannot give fails at once.
+            check_train_length(config.data, *dataset.frame_count("train"))
+            # Validation PSNRs are compared across runs, so a shorter rollout than asked is an error, not a note.
+            val_length(config.data.val_vi_len, *dataset.frame_count("val"), shorter_ok=False)
             self.train_video, self.val_video = dataset.train(), dataset.val()
         self.windows = IndexedWindows(self.train_video, config.data.train_vi_len, config.data.partial)
         fast_windows = max(1, int(len(self.train_video.frames) * config.data.fast_partial) // config.data.train_vi_len)

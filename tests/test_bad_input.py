@@ -152,7 +152,11 @@ CASES = [
          lambda d, s, r: f"{d / 'val/val_label'}: folder not found"),
     Case("fewer frames than one window",
          lambda d, s, r: [rm(p) for folder in (TRAIN_IMG, TRAIN_LABEL) for p in (d / folder).iterdir() if int(p.stem) >= 5] and [],
-         lambda d, s, r: "the training video has 5 frames, too few for one window of --train_vi_len 8 (with --partial 0.25)"),
+         lambda d, s, r: f"--train_vi_len 8: the training video {d / TRAIN_IMG} has 5 frames, 1 of them with --partial 0.25, too few for one window"),
+    Case("--train_vi_len longer than the training video", lambda d, s, r: ["--train_vi_len", "129", "--partial", "1"],
+         lambda d, s, r: f"--train_vi_len 129: the training video {d / TRAIN_IMG} has 128 frames, too few for one window"),
+    Case("--val_vi_len longer than the validation video", lambda d, s, r: ["--val_vi_len", "65"],
+         lambda d, s, r: f"--val_vi_len 65: the validation video {d / 'val/val_img'} has 64 frames; use --val_vi_len 64 or fewer"),
     Case("not a number on the command line", lambda d, s, r: ["--lr", "nan"],
          lambda d, s, r: "--lr must be a finite number > 0, got nan"),
     Case("not a number in the config file", lambda d, s, r: write(s.parent / "c.yaml", b"lr: .nan\n") or ["--config", str(s.parent / "c.yaml")],
@@ -225,6 +229,15 @@ def test_a_test_sequence_without_630_labels_is_named(dataset_root, tmp_path):
     with pytest.raises(UserError) as error:
         CourseDataset(data, 32, 64, progress=False).test(labels_per_sequence=630)
     assert str(error.value) == f"{data / 'test/test_label/0'}: 40 labels, a test sequence needs 630"
+
+
+def test_test_sequences_of_different_lengths_are_named(dataset_root, tmp_path):
+    data = copy_dataset(dataset_root, tmp_path / "data")
+    rm(data / "test/test_label/1/39.png")
+    with pytest.raises(UserError) as error:
+        CourseDataset(data, 32, 64, progress=False).test()
+    assert str(error.value) == (f"{data / 'test/test_label/1'}: 39 labels, a test sequence needs 40 like {data / 'test/test_label/0'}, "
+                                "as all are rolled out in one batch")
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:

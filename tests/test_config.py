@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import typing
+from pathlib import Path
 
 import pytest
 
@@ -127,6 +128,23 @@ def test_defaults_and_presets_are_valid():
     for preset in cfg.PRESETS:
         cfg.resolve({"preset": (preset, "test")})  # resolve validates what it builds
     assert cfg.MIN_FRAME_SIDE == SSIM_WINDOW  # config keeps its own copy to stay free of torch
+
+
+def test_lengths_the_dataset_cannot_give_name_the_setting_and_the_folder(capsys):
+    data = cfg.parse_args(["--train_vi_len", "16", "--partial", "0.5"]).data
+    cfg.check_train_length(data, Path("d/train/train_img"), 32)
+    with pytest.raises(UserError) as err:
+        cfg.check_train_length(data, Path("d/train/train_img"), 31)
+    assert str(err.value) == "--train_vi_len 16: the training video d/train/train_img has 31 frames, 15 of them with --partial 0.5, too few for one window"
+
+    assert cfg.val_length(630, Path("d/val/val_img"), 630, shorter_ok=False) == 630
+    assert cfg.val_length(None, Path("d/val/val_img"), 64, shorter_ok=False) == 64
+    with pytest.raises(UserError) as err:
+        cfg.val_length(630, Path("d/val/val_img"), 64, shorter_ok=False)
+    assert str(err.value) == "--val_vi_len 630: the validation video d/val/val_img has 64 frames; use --val_vi_len 64 or fewer"
+    assert capsys.readouterr().err == ""
+    assert cfg.val_length(630, Path("d/val/val_img"), 64, shorter_ok=True) == 64
+    assert capsys.readouterr().err == "warning: --val_vi_len 630: the validation video d/val/val_img has 64 frames; rolling out all 64\n"
 
 
 def test_yaml_that_is_not_a_mapping_is_refused(tmp_path):

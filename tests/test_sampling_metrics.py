@@ -111,5 +111,9 @@ def test_evaluate_cli_writes_mean_and_best_of_n(tiny_weights, dataset_root, tmp_
     assert all(0 < float(r["ssim"]) <= 1 and float(r["best_psnr"]) > 0 and math.isfinite(float(r["best_ssim"])) for r in rows)
     assert evaluate.main(["--ckpt", str(folder), "--out", str(out), "--samples", "2", "--z", "mean"]) == 2
     assert capsys.readouterr().err == "error: --samples > 1 needs --z prior: with z at its mean every sample is the same\n"
+    assert evaluate.main(["--ckpt", str(folder), "--DR", str(dataset_root), "--out", str(out), "--val_vi_len", "100", "--z", "mean"]) == 0
+    assert capsys.readouterr().err == (f"warning: --val_vi_len 100: the validation video {dataset_root / 'val/val_img'} has 64 frames; "
+                                       "rolling out all 64\n")
+    assert len((out / "psnr_per_frame.csv").read_text().splitlines()) == 64  # the header and frames 1-63
     assert evaluate.main(["--ckpt", str(folder / "nowhere"), "--out", str(out)]) == 2
     assert capsys.readouterr().err == f"error: --ckpt {folder / 'nowhere'}: no such file or folder\n"
