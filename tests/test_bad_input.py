@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from conftest import REPO, TINY_RUN, run_env
+from conftest import REPO, TINY_RUN, accelerate_launch, run_env
 from cvae_dist import checkpoint as ckpt
 from cvae_dist.config import PRESETS, ModelConfig, load_config_file, parse_args, save_config_file
 from cvae_dist.data.course import CourseDataset
@@ -222,6 +222,24 @@ def test_bad_input_ends_with_one_line_naming_it_and_loses_nothing(case, converte
 
     with pytest.raises(UserError):  # --debug lets the error through with its traceback
         main([*argv, "--debug"])
+
+
+# Through `accelerate launch`, as a user types them: the launcher adds its own report of the failed
+# process (and exits 1), but the script's part is the one error line.
+LAUNCHED = {
+    "--lr nan": (["--lr", "nan"], lambda d: "--lr must be a finite number > 0, got nan"),
+    "--val_vi_len too long": (["--val_vi_len", "100"],
+                              lambda d: f"--val_vi_len 100: the validation video {d / 'val/val_img'} has 64 frames; use --val_vi_len 64 or fewer"),
+}
+
+
+@pytest.mark.parametrize("flags, expected", LAUNCHED.values(), ids=LAUNCHED.keys())
+def test_bad_flags_through_accelerate_launch_end_with_one_line(flags, expected, dataset_root, tmp_path):
+    save_root = tmp_path / "run"
+    result = accelerate_launch(["--DR", str(dataset_root), "--save_root", str(save_root), *TINY_RUN, *flags], cwd=tmp_path)
+    assert result.returncode != 0
+    assert [line for line in result.stderr.splitlines() if line.startswith("error:")] == [f"error: {expected(dataset_root)}"]
+    assert 'cvae_dist/train.py", line' not in result.stderr and not save_root.exists()
 
 
 def test_a_test_sequence_without_630_labels_is_named(dataset_root, tmp_path):
