@@ -241,6 +241,7 @@ class Bench:
         GradientState._reset_state()
         settings = {
             "DR": self.root, "save_root": self.workdir / "run", "preset": self.s.preset, "train_vi_len": self.s.window,
+            "val_vi_len": self.s.rollout_frames,  # the validation video's length: training refuses a longer one
             "batch_size": 2, "mixed_precision": "no", "num_workers": 0, "lr_milestones": "", "kl_anneal_type": "Without",
             **flags,
         }

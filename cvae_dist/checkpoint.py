@@ -353,12 +353,18 @@ def clear_run(save_root: Path) -> list[str]:
 # ---- loading weights for evaluation and fine-tuning --------------------------------------------
 
 
-def find_weights(path: str | Path) -> tuple[Path, Path]:
+def find_weights(path: str | Path, flag: str = "") -> tuple[Path, Path]:
     """A weights file and its config.yaml from a checkpoint folder, a `best` folder, a run
     folder (its best weights, else its latest checkpoint) or a model.safetensors file.
-    A folder's manifest, when there is one, must vouch for the weights."""
+    A folder's manifest, when there is one, must vouch for the weights. Errors about `path`
+    itself name the `flag` it was given with."""
     path = Path(path)
-    if path.is_file():
+    named = f"{flag} {path}".lstrip()
+    try:
+        is_file = path.is_file()
+    except OSError as err:  # a name too long, a loop of links
+        raise UserError(f"{named}: {err.strerror}") from None
+    if is_file:
         folder, weights = path.parent, path
     elif (path / WEIGHTS).is_file():
         folder, weights = path, path / WEIGHTS
@@ -368,9 +374,9 @@ def find_weights(path: str | Path) -> tuple[Path, Path]:
         folder = list_checkpoints(path)[-1]
         weights = folder / WEIGHTS
     elif path.is_dir():
-        raise UserError(f"{path}: no {WEIGHTS} here, nor a {BEST}/ or {CHECKPOINTS}/ folder of a run")
+        raise UserError(f"{named}: no {WEIGHTS} here, nor a {BEST}/ or {CHECKPOINTS}/ folder of a run")
     else:
-        raise UserError(f"{path}: no such file or folder")
+        raise UserError(f"{named}: no such file or folder")
     if (folder / MANIFEST).is_file():
         try:
             expected = json.loads((folder / MANIFEST).read_text())["files"].get(weights.name)
@@ -399,9 +405,9 @@ def load_weights_into(model: CVAE, weights: Path) -> None:
     model.load_state_dict(read_weights(weights))
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[CVAE, Config]:
-    """The trained network of a checkpoint, run or weights file, in eval mode."""
-    weights, config_file = find_weights(path)
+def load_model(path: str | Path, device: str | torch.device = "cpu", flag: str = "") -> tuple[CVAE, Config]:
+    """The trained network of a checkpoint, run or weights file, in eval mode (`flag`: see find_weights)."""
+    weights, config_file = find_weights(path, flag)
     config = load_config_file(config_file)
     model = CVAE(config.model)
     load_weights_into(model, weights)

@@ -3,6 +3,7 @@
 A run's settings resolve in this order, later winning: field defaults, the chosen
 `preset`'s widths, a YAML file (`--config`), then command-line flags. The YAML file and
 the command line use the same flat names, so a sweep point is just a list of flags.
+`validate` is the one place that says which values each setting may take.
 """
 
 from __future__ import annotations
@@ -10,19 +11,23 @@ from __future__ import annotations
 import argparse
 import ast
 import dataclasses
+import functools
 import hashlib
 import inspect
 import json
+import math
+import sys
 import textwrap
 import types
 import typing
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
-from cvae_dist.errors import UserError
+from cvae_dist.errors import ArgumentParser, UserError
 
 
 @dataclass
@@ -51,15 +56,6 @@ class ModelConfig:
     """Lower bound of the posterior's log-variance when --logvar_clamp is on (sigma >= 3e-7)."""
     logvar_max: float = 20.0
     """Upper bound of the posterior's log-variance when --logvar_clamp is on (sigma <= 2.2e4, finite even in fp16)."""
-
-    def __post_init__(self) -> None:
-        for name, divisor in (("F_dim", 8), ("L_dim", 2), ("N_dim", 4), ("D_out_dim", 8)):
-            if getattr(self, name) <= 0 or getattr(self, name) % divisor:
-                raise UserError(f"--{name} must be a positive multiple of {divisor}, got {getattr(self, name)}")
-        if (self.F_dim + self.L_dim + self.N_dim) % 4:
-            raise UserError("--F_dim + --L_dim + --N_dim must be a multiple of 4 (the decoder fusion quarters it)")
-        if not self.logvar_min < self.logvar_max:
-            raise UserError(f"--logvar_min ({self.logvar_min}) must be below --logvar_max ({self.logvar_max})")
 
 
 PRESETS: dict[str, dict[str, int]] = {
@@ -99,19 +95,6 @@ class DataConfig:
     synthetic_train_frames: int = 6400
     """Training frames of the synthetic dataset made when --DR is unset."""
 
-    def __post_init__(self) -> None:
-        for name in ("partial", "fast_partial"):
-            if not 0.0 < getattr(self, name) <= 1.0:
-                raise UserError(f"--{name} must be in (0, 1], got {getattr(self, name)}")
-        for name in ("train_vi_len", "val_vi_len"):
-            if getattr(self, name) < 2:
-                raise UserError(f"--{name} must be at least 2 frames, got {getattr(self, name)}")
-        for name in ("frame_H", "frame_W", "synthetic_train_frames"):
-            if getattr(self, name) <= 0:
-                raise UserError(f"--{name} must be positive, got {getattr(self, name)}")
-        if self.num_workers < 0:
-            raise UserError(f"--num_workers must be >= 0, got {self.num_workers}")
-
 
 @dataclass
 class MethodConfig:
@@ -139,18 +122,6 @@ class MethodConfig:
     """Reproduce a common student bug: weigh only the last frame's KL instead of summing over frames."""
     bn_recalibration_windows: int = 64
     """Training windows whose pose labels re-estimate the BatchNorm statistics before each validation (0: keep the running averages, as the course does)."""
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.tfr <= 1.0:
-            raise UserError(f"--tfr must be in [0, 1], got {self.tfr}")
-        if self.tfr_d_step < 0 or self.tfr_sde < 0:
-            raise UserError("--tfr_d_step and --tfr_sde must be >= 0")
-        if self.bn_recalibration_windows < 0:
-            raise UserError(f"--bn_recalibration_windows must be >= 0, got {self.bn_recalibration_windows}")
-        if self.kl_anneal_cycle < 1:
-            raise UserError(f"--kl_anneal_cycle must be >= 1, got {self.kl_anneal_cycle}")
-        if not 0.0 < self.kl_anneal_ratio <= 1.0:
-            raise UserError(f"--kl_anneal_ratio must be in (0, 1], got {self.kl_anneal_ratio}")
 
 
 @dataclass
@@ -213,16 +184,6 @@ class TrainConfig:
     """Log training scalars every this many optimizer steps."""
     debug: bool = False
     """Show full tracebacks instead of one-line errors."""
-
-    def __post_init__(self) -> None:
-        for name in ("batch_size", "num_epoch", "per_save", "gradient_accumulation_steps", "eval_every", "log_every", "max_nonfinite_steps"):
-            if getattr(self, name) < 1:
-                raise UserError(f"--{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("checkpointing_steps", "checkpoints_total_limit"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise UserError(f"--{name} must be >= 1, got {getattr(self, name)}")
-        if self.lr <= 0:
-            raise UserError(f"--lr must be positive, got {self.lr}")
 
 
 SECTIONS = {"model": ModelConfig, "data": DataConfig, "method": MethodConfig, "train": TrainConfig}
@@ -288,15 +249,16 @@ class Option:
 
     def coerce(self, value: Any, source: str) -> Any:
         """Check and convert a value from YAML or the command line; `source` names where it came from."""
+        label = setting_label(self.name, source)
         if value is None or (isinstance(value, str) and value.lower() in ("none", "null") and self.optional):
             if self.optional:
                 return None
-            raise UserError(f"{source}: '{self.name}' may not be empty")
+            raise UserError(f"{label} may not be empty")
         base = self.base_type
         try:
             if self.choices is not None:
                 if value not in self.choices:
-                    raise UserError(f"{source}: invalid '{self.name}' {value!r}; choose from {', '.join(map(str, self.choices))}")
+                    raise UserError(f"{label} must be one of {', '.join(map(str, self.choices))}, got {value!r}")
                 return value
             if base is bool:
                 return _as_bool(value)
@@ -305,8 +267,8 @@ class Option:
                 (item_type,) = typing.get_args(base)
                 return [_as_scalar(item_type, v) for v in items]
             return _as_scalar(base, value)
-        except (TypeError, ValueError):
-            raise UserError(f"{source}: '{self.name}' must be {_type_name(self.type)}, got {value!r}") from None
+        except (TypeError, ValueError, OverflowError):  # OverflowError: an int too big for a float
+            raise UserError(f"{label} must be {_type_name(self.type)}, got {value!r}") from None
 
 
 def _as_bool(value: Any) -> bool:
@@ -340,6 +302,7 @@ def _type_name(kind: Any) -> str:
     return str(kind).replace("typing.", "").replace("<class '", "").replace("'>", "")
 
 
+@functools.cache
 def options() -> dict[str, Option]:
     """Every flag name -> its Option, across the four sections."""
     table = {}
@@ -352,7 +315,7 @@ def options() -> dict[str, Option]:
 
 
 def build_parser(prog: str = "cvae_dist/train.py") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog=prog,
         description=(
             "Train the course's conditional VAE for video prediction with Hugging Face Accelerate. "
@@ -383,8 +346,12 @@ def read_yaml(path: str | Path, label: str | None = None) -> dict[str, Any]:
         data = yaml.safe_load(Path(path).read_text())
     except FileNotFoundError:
         raise UserError(f"{label}: no such file") from None
-    except yaml.YAMLError as err:
-        raise UserError(f"{label}: not valid YAML ({str(err).splitlines()[0]})") from None
+    except OSError as err:  # a folder, no permission, a name too long
+        raise UserError(f"{label}: cannot read it ({err.strerror})") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{label}: not a text file") from None
+    except (yaml.YAMLError, ValueError, RecursionError) as err:  # ValueError: a date such as 2024-13-45
+        raise UserError(f"{label}: not valid YAML ({(str(err) or type(err).__name__).splitlines()[0]})") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -393,19 +360,21 @@ def read_yaml(path: str | Path, label: str | None = None) -> dict[str, Any]:
 
 
 def resolve(explicit: dict[str, tuple[Any, str]]) -> Config:
-    """Build a Config from explicit settings, each given as name -> (value, where it came from)."""
+    """Build and validate a Config from explicit settings, each given as name -> (value, where it came from)."""
     table = options()
     values: dict[str, Any] = {}
     for name, (value, source) in explicit.items():
         if name not in table:
-            raise UserError(f"{source}: unknown setting '{name}'" + _did_you_mean(name, table))
+            raise UserError(f"{source}: unknown setting {str(name)!r}" + _did_you_mean(str(name), table))
         values[name] = table[name].coerce(value, source)
     preset = values.get("preset", table["preset"].default)
     merged = {**PRESETS[preset], **values}
     sections = {
         section: cls(**{k: v for k, v in merged.items() if table[k].section == section}) for section, cls in SECTIONS.items()
     }
-    return Config(**sections)
+    config = Config(**sections)
+    validate(config, {name: source for name, (_, source) in explicit.items()})
+    return config
 
 
 def _did_you_mean(name: str, table: dict[str, Option]) -> str:
@@ -439,3 +408,157 @@ def load_config_file(path: str | Path) -> Config:
 
 def save_config_file(config: Config, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(config.flat(), sort_keys=False))
+
+
+# ---- validation: which values each setting may take ----------------------------------------------
+
+# SSIM's 11x11 window (metrics.SSIM_WINDOW) must fit in a frame; a constant here keeps torch out of config.
+MIN_FRAME_SIDE = 11
+# exp(logvar) in the KL overflows float32 above 88.7, which would defeat the clamp.
+MAX_LOGVAR = 88.0
+# The latent noise is seeded with (seed << 40) ^ (epoch << 24) ^ window, which must fit in 64 bits.
+MAX_SEED = 2**24 - 1
+
+
+@dataclass(frozen=True)
+class Range:
+    """The numbers a setting may take: finite, from `low` to `high`, and multiples of `step`."""
+
+    low: float = -math.inf
+    """Smallest value allowed."""
+    high: float = math.inf
+    """Largest value allowed."""
+    low_excluded: bool = False
+    """Whether `low` itself is refused (a learning rate must be above 0, not at it)."""
+    step: int = 1
+    """Values must be multiples of this (channel counts that layers split evenly)."""
+
+    def problem(self, value: float) -> str | None:
+        """What is wrong with `value` ('must be ...'), or None."""
+        if isinstance(value, float) and not math.isfinite(value):  # ints are finite, and may be too big for a float
+            return f"must be a finite number {self}".rstrip()
+        below = value < self.low or (self.low_excluded and value == self.low)
+        return f"must be {self}" if below or value > self.high or (self.step > 1 and value % self.step) else None
+
+    def __str__(self) -> str:
+        low, high = _number(self.low), _number(self.high)
+        if math.isfinite(self.low) and math.isfinite(self.high):
+            bounds = f"in {'(' if self.low_excluded else '['}{low}, {high}]"
+        elif math.isfinite(self.low):
+            bounds = f"{'>' if self.low_excluded else '>='} {low}"
+        else:
+            bounds = f"<= {high}" if math.isfinite(self.high) else ""
+        return f"a multiple of {self.step} {bounds}" if self.step > 1 else bounds
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if math.isfinite(value) and float(value).is_integer() else str(value)
+
+
+AT_LEAST_0, AT_LEAST_1, POSITIVE = Range(0), Range(1), Range(0, low_excluded=True)
+FRACTION, SHARE = Range(0, 1), Range(0, 1, low_excluded=True)  # a share of the data cannot be 0
+
+# Every numeric setting (each item of a list) and the values that make sense for it.
+RANGES: dict[str, Range] = {
+    # The layers split these channel counts into equal groups.
+    "F_dim": Range(8, step=8), "L_dim": Range(2, step=2), "N_dim": Range(4, step=4), "D_out_dim": Range(8, step=8),
+    "logvar_min": Range(), "logvar_max": Range(high=MAX_LOGVAR),
+    "partial": SHARE, "fast_partial": SHARE, "fast_train_epoch": AT_LEAST_0,
+    # Frame 0 is given, so a window or rollout needs a second frame to predict.
+    "train_vi_len": Range(2), "val_vi_len": Range(2),
+    "frame_H": Range(MIN_FRAME_SIDE), "frame_W": Range(MIN_FRAME_SIDE),
+    "num_workers": AT_LEAST_0, "synthetic_train_frames": AT_LEAST_1,
+    "tfr": FRACTION, "tfr_sde": AT_LEAST_0, "tfr_d_step": FRACTION, "one_step_weight": AT_LEAST_0,
+    "kl_anneal_cycle": AT_LEAST_1, "kl_anneal_ratio": SHARE, "bn_recalibration_windows": AT_LEAST_0,
+    "batch_size": AT_LEAST_1, "lr": POSITIVE, "lr_gamma": SHARE, "max_grad_norm": AT_LEAST_0,
+    # A milestone at epoch 0 would lower the learning rate before the first step.
+    "lr_milestones": AT_LEAST_1,
+    "num_epoch": AT_LEAST_1, "per_save": AT_LEAST_1, "gradient_accumulation_steps": AT_LEAST_1,
+    "seed": Range(0, MAX_SEED), "checkpointing_steps": AT_LEAST_1, "checkpoints_total_limit": AT_LEAST_1,
+    "max_nonfinite_steps": AT_LEAST_1, "eval_every": AT_LEAST_1, "log_every": AT_LEAST_1,
+}
+
+
+def setting_label(name: str, source: str | None) -> str:
+    """How a message names a setting: `--lr` when it came from the command line or a default,
+    `--config run.yaml: lr` when it came from a file."""
+    return f"--{name}" if source in (None, f"--{name}") else f"{source}: {name}"
+
+
+def validate(config: Config, sources: dict[str, str] | None = None) -> None:
+    """Every setting by its meaning, then the rules between settings. The first broken rule is a
+    UserError naming the setting; `sources` says where each explicit setting came from."""
+    sources = sources or {}
+    settings = config.flat()
+    for name, option in options().items():
+        problem = _problem(option, settings[name])
+        if problem:
+            raise UserError(f"{setting_label(name, sources.get(name))} {problem}, got {settings[name]!r}")
+    for names, problem in _conflicts(config):
+        # Named as flags in the message; a file any of them came from goes in front.
+        files = [source for n in names if (source := sources.get(n)) not in (None, f"--{n}")]
+        raise UserError(f"{files[0]}: {problem}" if files else problem)
+
+
+def _problem(option: Option, value: Any) -> str | None:
+    kind = option.base_type
+    if value is None or option.choices is not None or kind is bool:
+        return None
+    if kind is str:
+        return "must be a non-empty text without NUL characters" if not value or "\0" in value else None
+    allowed = RANGES[option.name]
+    if typing.get_origin(kind) is list:
+        unordered = any(a >= b for a, b in zip(value, value[1:]))
+        return f"must be increasing, each {allowed}" if unordered or any(map(allowed.problem, value)) else None
+    return allowed.problem(value)
+
+
+def _conflicts(config: Config) -> Iterator[tuple[tuple[str, ...], str]]:
+    """The rules between settings: (the settings involved, what is wrong) for each one broken."""
+    model, train = config.model, config.train
+    fused = model.F_dim + model.L_dim + model.N_dim
+    if fused % 4:
+        yield ("F_dim", "L_dim", "N_dim"), f"--F_dim + --L_dim + --N_dim must be a multiple of 4 (the decoder fusion quarters it), got {fused}"
+    if not model.logvar_min < model.logvar_max:
+        yield ("logvar_min", "logvar_max"), f"--logvar_min ({model.logvar_min}) must be below --logvar_max ({model.logvar_max})"
+    if train.overwrite and train.resume_from_checkpoint:
+        yield ("overwrite", "resume_from_checkpoint"), "--overwrite and --resume_from_checkpoint contradict each other: choose one"
+
+
+def number(kind: type, allowed: Range) -> Callable[[str], Any]:
+    """An argparse type for the other commands' numeric flags: `kind` held to `allowed`."""
+
+    def convert(text: str) -> Any:
+        try:
+            value = _as_scalar(kind, text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {kind.__name__}, got {text!r}") from None
+        problem = allowed.problem(value)
+        if problem:
+            raise argparse.ArgumentTypeError(f"{problem}, got {text}")
+        return value
+
+    return convert
+
+
+# ---- lengths the dataset must have --------------------------------------------------------------
+
+
+def check_train_length(data: DataConfig, folder: Path, frames: int) -> None:
+    """--train_vi_len against the `frames` of the training video in `folder` (and --partial of them)."""
+    usable = int(frames * data.partial)
+    if data.train_vi_len > usable:
+        partial = f", {usable} of them with --partial {data.partial}" if usable < frames else ""
+        raise UserError(f"--train_vi_len {data.train_vi_len}: the training video {folder} has {frames} frames{partial}, too few for one window")
+
+
+def val_length(val_vi_len: int | None, folder: Path, frames: int, *, shorter_ok: bool) -> int:
+    """The frames of the validation video (in `folder`, `frames` long) to roll out for --val_vi_len
+    (None: all). Asking for more is an error, or with `shorter_ok` a warning that all are used."""
+    if val_vi_len is None or val_vi_len <= frames:
+        return val_vi_len or frames
+    problem = f"--val_vi_len {val_vi_len}: the validation video {folder} has {frames} frames"
+    if not shorter_ok:
+        raise UserError(f"{problem}; use --val_vi_len {frames} or fewer")
+    print(f"warning: {problem}; rolling out all {frames}", file=sys.stderr, flush=True)
+    return frames

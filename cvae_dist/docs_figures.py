@@ -22,7 +22,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from cvae_dist.config import MethodConfig, TrainConfig
-from cvae_dist.errors import UserError, run_command
+from cvae_dist.errors import ArgumentParser, UserError, output_folder, run_command
 from cvae_dist.schedules import KLAnnealer, teacher_forcing_coin, teacher_forcing_ratio
 
 COURSE_METHOD, COURSE_TRAIN = MethodConfig(), TrainConfig()
@@ -157,13 +157,14 @@ def write_demo_images(run_dir: str | Path, out_dir: str | Path) -> dict[str, Pat
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m cvae_dist.docs_figures", description="Draw the figures of the docs.")
+    parser = ArgumentParser(prog="python -m cvae_dist.docs_figures", description="Draw the figures of the docs.")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks")
     commands = parser.add_subparsers(dest="command", required=True)
     schedules = commands.add_parser("schedules", help="beta and teacher-forcing ratio per epoch, from cvae_dist.schedules")
-    schedules.add_argument("--out", default="docs/figures", help="folder for kl_beta.png and teacher_forcing.png (default: docs/figures)")
+    schedules.add_argument("--out", default="docs/figures", type=output_folder, help="folder for kl_beta.png and teacher_forcing.png (default: docs/figures)")
     demo = commands.add_parser("demo", help="the README's picture from a finished run (make demo)")
     demo.add_argument("--run", default="runs/demo", help="the run folder (default: runs/demo)")
-    demo.add_argument("--out", default="docs/images", help="folder for demo_psnr.png and demo_frames.png (default: docs/images)")
+    demo.add_argument("--out", default="docs/images", type=output_folder, help="folder for demo_psnr.png and demo_frames.png (default: docs/images)")
     return parser
 
 
@@ -172,9 +173,12 @@ def _draw(args: argparse.Namespace) -> None:
     print("wrote " + ", ".join(str(p) for p in paths.values()))
 
 
+def parse_command_line(argv: list[str]) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return run_command(lambda: _draw(args))
+    return run_command(argv, parse_command_line, _draw)
 
 
 if __name__ == "__main__":

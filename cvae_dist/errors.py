@@ -1,23 +1,59 @@
-"""The one exception type that means "the user's input is wrong", shown as one line."""
+"""Bad user input: the one exception type that means it, and how every command reports it as one line."""
 
 from __future__ import annotations
 
+import argparse
+import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
+from typing import NoReturn, TypeVar
+
+Parsed = TypeVar("Parsed")
+# What str.splitlines() breaks at, escaped so that an error stays one line whatever a path or value holds.
+LINE_BREAKS = {ord(char): repr(char)[1:-1] for char in "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"}
 
 
 class UserError(Exception):
     """A bad flag, config, dataset or checkpoint: the message names it and says what is wrong."""
 
 
-def run_command(command: Callable[[], int | None], debug: bool = False) -> int:
-    """A command-line entry point's exit status: `command`'s own (0 if it returns None), or 2 with a
-    single `error: ...` line on stderr when it raises UserError (the traceback instead under --debug)."""
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose complaints (unknown flag, missing value, wrong type) are UserErrors, so that they
+    end like every other bad input: one `error:` line naming the flag, not a usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UserError(message)
+
+
+def run_command(argv: list[str] | None, parse: Callable[[list[str]], Parsed], run: Callable[[Parsed], int | None]) -> int:
+    """A command-line entry point's exit status: `parse` checks the command line (sys.argv by default)
+    and `run` does the work with what it returns. The status is `run`'s own (0 if it returns None),
+    or 2 with a single `error: ...` line on stderr when either raises UserError (the traceback
+    instead under --debug)."""
+    argv = sys.argv[1:] if argv is None else argv
     try:
-        status = command()
+        status = run(parse(argv))
     except UserError as err:
-        if debug:
+        if "--debug" in argv:
             raise
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {str(err).translate(LINE_BREAKS)}", file=sys.stderr)
         return 2
     return 0 if status is None else status
+
+
+def output_folder(text: str) -> Path:
+    """An argparse type for a folder a command writes into: it may not exist yet, but nothing in
+    its way may be a file, and the folder it would be made in must be writable."""
+    if not text:
+        raise argparse.ArgumentTypeError("a folder name may not be empty")
+    path = Path(text)
+    try:
+        existing = next(p for p in (path, *path.absolute().parents) if p.exists())
+    except OSError as err:  # a name too long, a loop of links
+        raise argparse.ArgumentTypeError(f"{text}: {err.strerror}") from None
+    if not existing.is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"{text}: {existing} is not writable")
+    return path

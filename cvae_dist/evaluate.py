@@ -27,8 +27,9 @@ import imageio.v3 as iio
 import numpy as np
 import torch
 
+from cvae_dist.config import Range, number, val_length
 from cvae_dist.data.course import Video, to_unit_float
-from cvae_dist.errors import UserError, run_command
+from cvae_dist.errors import ArgumentParser, UserError, output_folder, run_command
 from cvae_dist.metrics import average_psnr, psnr_per_frame, ssim_per_frame
 from cvae_dist.rollout import generate, one_step
 
@@ -120,10 +121,6 @@ def evaluate_video(
     The prior's noise comes from a generator seeded with `seed`, so the score of a given model is
     reproducible and evaluation leaves the training random state untouched.
     """
-    if samples < 1:
-        raise UserError(f"--samples must be >= 1, got {samples}")
-    if samples > 1 and z == "mean":
-        raise UserError("--samples > 1 needs --z prior: with z at its mean every sample is the same")
     length = min(length or len(video.frames), len(video.frames))
     truth = to_unit_float(torch.from_numpy(np.array(video.frames[:length])))
     labels = to_unit_float(torch.from_numpy(np.array(video.labels[:length]))).to(device)
@@ -241,13 +238,13 @@ def summary_line(evaluation: Evaluation) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m cvae_dist.evaluate",
         description="Roll the validation video out from its first frame and score each frame (PSNR, SSIM), over one or N latent samples.",
     )
     add_inference_arguments(parser, out_help="folder for psnr_per_frame.csv, psnr_per_frame.png and rollout.gif")
-    parser.add_argument("--val_vi_len", type=int, default=None, help="frames to roll out (default: the whole video)")
-    parser.add_argument("--samples", type=int, default=1, metavar="N", help="latent samples per video, rolled out in one batch; scores are reported as mean-of-N and best-of-N (default: 1)")
+    parser.add_argument("--val_vi_len", type=number(int, Range(2)), default=None, help="frames to roll out, at least 2 (default: the whole video)")
+    parser.add_argument("--samples", type=number(int, Range(1)), default=1, metavar="N", help="latent samples per video, rolled out in one batch; scores are reported as mean-of-N and best-of-N (default: 1)")
     return parser
 
 
@@ -255,11 +252,27 @@ def add_inference_arguments(parser: argparse.ArgumentParser, out_help: str) -> N
     """The flags every command that rolls a trained model out shares (evaluate, generate)."""
     parser.add_argument("--ckpt", required=True, help="a run folder (uses its best weights), checkpoint folder or model.safetensors")
     parser.add_argument("--DR", help="dataset root in the course layout (default: the one the checkpoint was trained on)")
-    parser.add_argument("--out", required=True, help=out_help)
+    parser.add_argument("--out", required=True, type=output_folder, help=out_help)
     parser.add_argument("--z", choices=["prior", "mean"], default="prior", help="draw z from N(0,I), or use its mean (default: prior)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the prior's noise (default: 0)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device (default: cuda if available)")
+    parser.add_argument("--seed", type=number(int, INFERENCE_SEEDS), default=0, help="seed of the prior's noise (default: 0)")
+    parser.add_argument("--device", type=torch_device, default="cuda" if torch.cuda.is_available() else "cpu", help="torch device: cpu, cuda, cuda:N or mps (default: cuda if available)")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
+
+
+# What torch.Generator.manual_seed takes.
+INFERENCE_SEEDS = Range(0, 2**64 - 1)
+
+
+def torch_device(text: str) -> torch.device:
+    """An argparse type: a device this machine has (a typo or a missing GPU is an error before anything loads)."""
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"not a torch device: {text!r}") from None
+    count = {"cpu": 1, "cuda": torch.cuda.device_count(), "mps": int(torch.backends.mps.is_available())}.get(device.type, 0)
+    if (device.index or 0) >= count:
+        raise argparse.ArgumentTypeError(f"{text}: no such device here (cpu, cuda, cuda:N or mps)")
+    return device
 
 
 def load_for_inference(args: argparse.Namespace):
@@ -268,7 +281,7 @@ def load_for_inference(args: argparse.Namespace):
     from cvae_dist.data import dataset_root
     from cvae_dist.data.course import CourseDataset
 
-    model, config = load_model(args.ckpt, args.device)
+    model, config = load_model(args.ckpt, args.device, "--ckpt")
     if args.DR is not None:
         config.data.DR = args.DR
     return model, CourseDataset(dataset_root(config.data), config.data.frame_H, config.data.frame_W)
@@ -276,16 +289,24 @@ def load_for_inference(args: argparse.Namespace):
 
 def _evaluate(args: argparse.Namespace) -> None:
     model, dataset = load_for_inference(args)
+    # The whole video when asked for more: --val_vi_len's default, and the CSV shows the frames scored.
+    length = val_length(args.val_vi_len, *dataset.frame_count("val"), shorter_ok=True)
     video = dataset.val()
-    evaluation = evaluate_video(model, video, args.device, args.val_vi_len, seed=args.seed, z=args.z, samples=args.samples)
+    evaluation = evaluate_video(model, video, args.device, length, seed=args.seed, z=args.z, samples=args.samples)
     paths = write_evaluation(evaluation, video, args.out)
     print(summary_line(evaluation))
     print("wrote " + ", ".join(str(p) for p in paths.values()))
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_command_line(argv: list[str]) -> argparse.Namespace:
     args = build_parser().parse_args(argv)
-    return run_command(lambda: _evaluate(args), args.debug)
+    if args.samples > 1 and args.z == "mean":
+        raise UserError("--samples > 1 needs --z prior: with z at its mean every sample is the same")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_command(argv, parse_command_line, _evaluate)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from cvae_dist.data.course import TestSequence, to_unit_float
-from cvae_dist.errors import UserError, run_command
+from cvae_dist.errors import ArgumentParser, run_command
 from cvae_dist.evaluate import add_inference_arguments, load_for_inference, to_uint8, write_panels_gif
 from cvae_dist.rollout import generate
 
@@ -27,10 +27,8 @@ SUBMISSION = "submission.csv"
 
 
 def roll_out_tests(model, sequences: list[TestSequence], device, z: str = "prior", seed: int = 0) -> torch.Tensor:
-    """All test sequences in one batch -> (S, T, 3, H, W) in [0, 1] on the CPU, the given frame first."""
-    lengths = {len(s.labels) for s in sequences}
-    if len(lengths) > 1:
-        raise UserError(f"test sequences have different numbers of labels ({sorted(lengths)}); one batched rollout needs equal lengths")
+    """All test sequences (of equal length, see CourseDataset.test) in one batch -> (S, T, 3, H, W) in [0, 1]
+    on the CPU, the given frame first."""
     first = to_unit_float(torch.from_numpy(np.stack([s.first_frame for s in sequences]))).to(device)
     labels = to_unit_float(torch.from_numpy(np.stack([s.labels for s in sequences]))).to(device)
     generator = torch.Generator(device=device).manual_seed(seed)
@@ -49,7 +47,7 @@ def write_submission(videos: np.ndarray, path: Path, progress: bool = True) -> N
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m cvae_dist.generate",
         description="Roll out every test sequence (one batch) and write the course's Kaggle submission.csv and a GIF per sequence.",
     )
@@ -69,9 +67,12 @@ def _generate(args: argparse.Namespace) -> None:
     print(f"wrote {out / SUBMISSION} ({videos.shape[0]} sequences x {videos.shape[1]} frames) and {len(sequences)} GIFs (prediction | pose) in {out}")
 
 
+def parse_command_line(argv: list[str]) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return run_command(lambda: _generate(args), args.debug)
+    return run_command(argv, parse_command_line, _generate)
 
 
 if __name__ == "__main__":

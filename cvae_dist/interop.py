@@ -29,7 +29,7 @@ from safetensors.torch import save_file
 
 from cvae_dist import checkpoint as ckpt
 from cvae_dist.config import Config, ModelConfig, from_flat, load_config_file, save_config_file
-from cvae_dist.errors import UserError, run_command
+from cvae_dist.errors import ArgumentParser, UserError, output_folder, run_command
 
 COURSE_KEYS = ("state_dict", "optimizer", "lr", "tfr", "last_epoch")
 COURSE_STATE = "course_state.yaml"
@@ -44,6 +44,8 @@ def read_course_checkpoint(path: str | Path) -> dict:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise UserError(f"{path}: no such file") from None
+    except OSError as err:  # a folder, no permission, a name too long
+        raise UserError(f"{path}: cannot read it ({err.strerror})") from None
     except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
         raise UserError(f"{path}: not a checkpoint that loads with weights_only=True ({str(err).splitlines()[0]})") from None
     if not isinstance(data, dict) or "state_dict" not in data:
@@ -126,13 +128,17 @@ def export_course(source: str | Path, course_ckpt: str | Path) -> Path:
     state = ckpt.read_weights(weights)
     progress, optimizer = _training_progress(weights.parent, config)
     out = Path(course_ckpt)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"state_dict": state, "optimizer": optimizer, **progress}, out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with out.open("wb") as handle:  # open() rather than torch.save's own, whose errors are not OSErrors
+            torch.save({"state_dict": state, "optimizer": optimizer, **progress}, handle)
+    except OSError as err:  # a folder of that name, a file in the way, no permission, a full disk
+        raise UserError(f"{out}: cannot write it ({err.strerror})") from None
     return out
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m cvae_dist.interop",
         description="Convert checkpoints between the course's code (torch.save dict) and cvae_dist (safetensors + config.yaml).",
     )
@@ -140,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     importer = commands.add_parser("import", help="course checkpoint -> cvae_dist weights folder (model.safetensors, config.yaml)")
     importer.add_argument("course_ckpt", metavar="COURSE.ckpt", help="a checkpoint written by the course's Trainer.save")
-    importer.add_argument("out_dir", metavar="OUTDIR", help="folder to write; usable as --ckpt_path, --ckpt of evaluate/generate")
+    importer.add_argument("out_dir", metavar="OUTDIR", type=output_folder, help="folder to write; usable as --ckpt_path, --ckpt of evaluate/generate")
     exporter = commands.add_parser("export", help="cvae_dist weights -> a checkpoint the course's VAE_Model loads with strict=True")
     exporter.add_argument("ckpt", metavar="CKPT", help="a run folder (its best weights), checkpoint folder or model.safetensors")
     exporter.add_argument("course_ckpt", metavar="COURSE.ckpt", help="file to write")
@@ -152,9 +158,12 @@ def _convert(args: argparse.Namespace) -> None:
     print(f"wrote {out}")
 
 
+def parse_command_line(argv: list[str]) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return run_command(lambda: _convert(args), args.debug)
+    return run_command(argv, parse_command_line, _convert)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from matplotlib.ticker import MaxNLocator
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-from cvae_dist.errors import UserError, run_command
+from cvae_dist.errors import ArgumentParser, UserError, output_folder, run_command
 
 # The settings the course's comparisons vary, shown in the report's table.
 SETTINGS = {
@@ -210,12 +210,12 @@ def write_report(run_dirs: list[str | Path], out_dir: str | Path) -> Path:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m cvae_dist.report",
         description="Draw the course report's figures (loss, teacher forcing, beta, PSNR) from runs' TensorBoard events, with a Markdown page.",
     )
     parser.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders (their --save_root, or --logging_dir if set apart)")
-    parser.add_argument("--out", required=True, help="folder for the PNGs and report.md")
+    parser.add_argument("--out", required=True, type=output_folder, help="folder for the PNGs and report.md")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
     return parser
 
@@ -224,9 +224,12 @@ def _report(args: argparse.Namespace) -> None:
     print(f"wrote {write_report(args.runs, args.out)} and its figures")
 
 
+def parse_command_line(argv: list[str]) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return run_command(lambda: _report(args), args.debug)
+    return run_command(argv, parse_command_line, _report)
 
 
 if __name__ == "__main__":

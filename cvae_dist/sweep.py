@@ -30,8 +30,8 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from cvae_dist.config import options, read_yaml, resolve
-from cvae_dist.errors import UserError, run_command
+from cvae_dist.config import AT_LEAST_0, number, options, read_yaml, resolve
+from cvae_dist.errors import ArgumentParser, UserError, run_command
 
 
 def load_grid(path: str | Path) -> list[dict[str, Any]]:
@@ -92,21 +92,28 @@ def _name_value(value: Any) -> str:
 
 
 def _point_index(points: list[dict[str, Any]], index: int, path: str) -> int:
-    if not 0 <= index < len(points):
+    if index >= len(points):  # --index is >= 0 by its type
         raise UserError(f"--index {index}: {path} has {len(points)} points (0 to {len(points) - 1})")
     return index
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m cvae_dist.sweep", description="Expand a sweep grid (YAML) into training flags.")
+def parse_command_line(argv: list[str]) -> argparse.Namespace:
+    parser = ArgumentParser(prog="python -m cvae_dist.sweep", description="Expand a sweep grid (YAML) into training flags.")
     parser.add_argument("grid", help="grid file (see slurm/grids/)")
     action = parser.add_mutually_exclusive_group(required=True)
     action.add_argument("--count", action="store_true", help="print the number of points")
-    action.add_argument("--index", type=int, metavar="I", help="print point I's flags for cvae_dist/train.py")
+    action.add_argument("--index", type=number(int, AT_LEAST_0), metavar="I", help="print point I's flags for cvae_dist/train.py")
     action.add_argument("--list", action="store_true", help="print every point's index, folder name and flags")
     parser.add_argument("--name", action="store_true", help="with --index: print the point's folder name instead of its flags")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks")
     args = parser.parse_args(argv)
-    return run_command(lambda: _print_points(args))
+    if args.name and args.index is None:
+        raise UserError("--name needs --index: it prints one point's folder name")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_command(argv, parse_command_line, _print_points)
 
 
 def _print_points(args: argparse.Namespace) -> None:

@@ -25,7 +25,7 @@ from tensorboard.backend.event_processing import event_multiplexer
 from tensorboard.plugins.hparams import plugin_data_pb2
 from tensorboard.plugins.hparams.metadata import SESSION_START_INFO_TAG
 
-from cvae_dist.errors import UserError, run_command
+from cvae_dist.errors import ArgumentParser, UserError, output_folder, run_command
 from cvae_dist.tracking import TB_PROJECT
 
 RESULT_COLUMNS = ("run", "best_val_psnr", "final_val_psnr", "steps", "epochs", "wall_time_s")
@@ -156,18 +156,23 @@ def summarize(logroot: Path, out: Path) -> list[RunSummary]:
     return runs
 
 
-def _summarize(logroot: Path, out: Path) -> None:
-    runs = summarize(logroot, out)
+def _summarize(args: argparse.Namespace) -> None:
+    out = args.out or args.logroot
+    runs = summarize(args.logroot, out)
     print(markdown_table(runs), end="")
     print(f"{len(runs)} run(s); wrote {out / 'summary.csv'}, {out / 'summary.md'}, {out / 'psnr_per_frame.png'}, {out / 'loss.png'}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m cvae_dist.tb_summary", description="Summarise every run of a sweep from its TensorBoard events.")
+def parse_command_line(argv: list[str]) -> argparse.Namespace:
+    parser = ArgumentParser(prog="python -m cvae_dist.tb_summary", description="Summarise every run of a sweep from its TensorBoard events.")
     parser.add_argument("logroot", type=Path, help="folder holding the runs (what you pass to tensorboard --logdir)")
-    parser.add_argument("--out", type=Path, help="where to write summary.csv, summary.md and the figures (default: LOGROOT)")
-    args = parser.parse_args(argv)
-    return run_command(lambda: _summarize(args.logroot, args.out or args.logroot))
+    parser.add_argument("--out", type=output_folder, help="where to write summary.csv, summary.md and the figures (default: LOGROOT)")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_command(argv, parse_command_line, _summarize)
 
 
 if __name__ == "__main__":

@@ -43,7 +43,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from cvae_dist import checkpoint as ckpt
-from cvae_dist.config import Config, parse_args
+from cvae_dist.config import Config, check_train_length, parse_args, val_length
 from cvae_dist.data import dataset_root
 from cvae_dist.data.course import CourseDataset, TrainWindows, WindowSampler, to_unit_float
 from cvae_dist.errors import UserError, run_command
@@ -185,6 +185,10 @@ class Trainer:
                 config.data.frame_W,
                 progress=self.is_main,
             )
+            # Before any frame is read, so that a length the videos cannot give fails at once.
+            check_train_length(config.data, *dataset.frame_count("train"))
+            # Validation PSNRs are compared across runs, so a shorter rollout than asked is an error, not a note.
+            val_length(config.data.val_vi_len, *dataset.frame_count("val"), shorter_ok=False)
             self.train_video, self.val_video = dataset.train(), dataset.val()
         self.windows = IndexedWindows(self.train_video, config.data.train_vi_len, config.data.partial)
         fast_windows = max(1, int(len(self.train_video.frames) * config.data.fast_partial) // config.data.train_vi_len)
@@ -192,7 +196,7 @@ class Trainer:
 
         model = CVAE(config.model)
         if train.ckpt_path is not None:
-            ckpt.load_weights_into(model, ckpt.find_weights(train.ckpt_path)[0])
+            ckpt.load_weights_into(model, ckpt.find_weights(train.ckpt_path, "--ckpt_path")[0])
         # DeepSpeed views every parameter as flat bytes, which channels-last weights are not.
         if train.channels_last and not self.uses_deepspeed:
             model = model.to(memory_format=torch.channels_last)
@@ -203,7 +207,10 @@ class Trainer:
         if train.compile:
             # In place rather than through Accelerate's dynamo plugin, whose OptimizedModule wrapper
             # would prefix every key that `save_model` writes with `_orig_mod.`.
-            model.compile(backend=train.compile_backend)
+            try:
+                model.compile(backend=train.compile_backend)
+            except torch._dynamo.exc.InvalidBackend:
+                raise UserError(f"--compile_backend {train.compile_backend}: not a torch.compile backend here (see torch._dynamo.list_backends())") from None
         optimizer_class = torch.optim.AdamW if train.optim == "AdamW" else torch.optim.Adam
         optimizer = optimizer_class(model.parameters(), lr=train.lr, **fast_optimizer(self.accelerator.device))
         scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=train.lr_milestones, gamma=train.lr_gamma)
@@ -677,10 +684,14 @@ def make_accelerator(config: Config) -> Accelerator:
     return accelerator
 
 
-def _train(argv: list[str]) -> int:
+def parse_command_line(argv: list[str]) -> Config:
+    """The run's settings, checked (config.validate); no arguments mean the demo."""
     if not argv:
         print(f"No arguments: running the demo ({DEMO_CONFIG}). `--help` lists every flag.", flush=True)
-    config = parse_args(argv, default_config=DEMO_CONFIG)
+    return parse_args(argv, default_config=DEMO_CONFIG)
+
+
+def _train(config: Config) -> int:
     started = time.perf_counter()
     trainer = Trainer(config)
     try:
@@ -709,8 +720,7 @@ def record_status(status: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    status = run_command(lambda: _train(argv), debug="--debug" in argv)
+    status = run_command(argv, parse_command_line, _train)
     record_status(status)
     return status
 

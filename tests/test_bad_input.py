@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from conftest import REPO, TINY_RUN, run_env
+from conftest import REPO, TINY_RUN, accelerate_launch, run_env
 from cvae_dist import checkpoint as ckpt
 from cvae_dist.config import PRESETS, ModelConfig, load_config_file, parse_args, save_config_file
 from cvae_dist.data.course import CourseDataset
@@ -152,17 +152,31 @@ CASES = [
          lambda d, s, r: f"{d / 'val/val_label'}: folder not found"),
     Case("fewer frames than one window",
          lambda d, s, r: [rm(p) for folder in (TRAIN_IMG, TRAIN_LABEL) for p in (d / folder).iterdir() if int(p.stem) >= 5] and [],
-         lambda d, s, r: "the training video has 5 frames, too few for one window of --train_vi_len 8 (with --partial 0.25)"),
+         lambda d, s, r: f"--train_vi_len 8: the training video {d / TRAIN_IMG} has 5 frames, 1 of them with --partial 0.25, too few for one window"),
+    Case("--train_vi_len longer than the training video", lambda d, s, r: ["--train_vi_len", "129", "--partial", "1"],
+         lambda d, s, r: f"--train_vi_len 129: the training video {d / TRAIN_IMG} has 128 frames, too few for one window"),
+    Case("--val_vi_len longer than the validation video", lambda d, s, r: ["--val_vi_len", "65"],
+         lambda d, s, r: f"--val_vi_len 65: the validation video {d / 'val/val_img'} has 64 frames; use --val_vi_len 64 or fewer"),
+    Case("not a number on the command line", lambda d, s, r: ["--lr", "nan"],
+         lambda d, s, r: "--lr must be a finite number > 0, got nan"),
+    Case("not a number in the config file", lambda d, s, r: write(s.parent / "c.yaml", b"lr: .nan\n") or ["--config", str(s.parent / "c.yaml")],
+         lambda d, s, r: f"--config {s.parent / 'c.yaml'}: lr must be a finite number > 0, got nan"),
+    Case("milestones out of order", lambda d, s, r: ["--lr_milestones", "5", "2"],
+         lambda d, s, r: "--lr_milestones must be increasing, each >= 1, got [5, 2]"),
+    Case("weights that do not exist", lambda d, s, r: ["--ckpt_path", str(s.parent / "nowhere")],
+         lambda d, s, r: f"--ckpt_path {s.parent / 'nowhere'}: no such file or folder"),
     Case("unknown key in the config file", lambda d, s, r: write(s.parent / "c.yaml", b"batchsize: 4\n") or ["--config", str(s.parent / "c.yaml")],
          lambda d, s, r: f"--config {s.parent / 'c.yaml'}: unknown setting 'batchsize' (did you mean 'batch_size'?)"),
     Case("wrong type in the config file", lambda d, s, r: write(s.parent / "c.yaml", b"seed: 1.5\n") or ["--config", str(s.parent / "c.yaml")],
-         lambda d, s, r: f"--config {s.parent / 'c.yaml'}: 'seed' must be int, got 1.5"),
+         lambda d, s, r: f"--config {s.parent / 'c.yaml'}: seed must be int, got 1.5"),
     Case("config file that is not YAML", lambda d, s, r: write(s.parent / "c.yaml", b"lr: [0.1\n") or ["--config", str(s.parent / "c.yaml")],
          lambda d, s, r: f"--config {s.parent / 'c.yaml'}: not valid YAML (while parsing a flow sequence)"),
     Case("wrong type on the command line", lambda d, s, r: ["--lr", "fast"],
-         lambda d, s, r: "--lr: 'lr' must be float, got 'fast'"),
+         lambda d, s, r: "--lr must be float, got 'fast'"),
     Case("invalid choice", lambda d, s, r: ["--kl_anneal_type", "Linear"],
-         lambda d, s, r: "--kl_anneal_type: invalid 'kl_anneal_type' 'Linear'; choose from Cyclical, Monotonic, Without"),
+         lambda d, s, r: "--kl_anneal_type must be one of Cyclical, Monotonic, Without, got 'Linear'"),
+    Case("flag without its value", lambda d, s, r: ["--seed"],
+         lambda d, s, r: "argument --seed: expected one argument"),
     Case("weights of another preset", lambda d, s, r: ["--ckpt_path", str(lab_weights(s.parent / "lab"))],
          lambda d, s, r: f"{s.parent / 'lab/model.safetensors'}: 'Decoder_Fusion.0.block.0.conv1.0.bias' has shape (172,), "
                          "this network expects (28,) (weights of another --preset or width?)"),
@@ -210,11 +224,38 @@ def test_bad_input_ends_with_one_line_naming_it_and_loses_nothing(case, converte
         main([*argv, "--debug"])
 
 
+# Through `accelerate launch`, as a user types them: the launcher adds its own report of the failed
+# process (and exits 1), but the script's part is the one error line.
+LAUNCHED = {
+    "--lr nan": (["--lr", "nan"], lambda d: "--lr must be a finite number > 0, got nan"),
+    "--val_vi_len too long": (["--val_vi_len", "100"],
+                              lambda d: f"--val_vi_len 100: the validation video {d / 'val/val_img'} has 64 frames; use --val_vi_len 64 or fewer"),
+}
+
+
+@pytest.mark.parametrize("flags, expected", LAUNCHED.values(), ids=LAUNCHED.keys())
+def test_bad_flags_through_accelerate_launch_end_with_one_line(flags, expected, dataset_root, tmp_path):
+    save_root = tmp_path / "run"
+    result = accelerate_launch(["--DR", str(dataset_root), "--save_root", str(save_root), *TINY_RUN, *flags], cwd=tmp_path)
+    assert result.returncode != 0
+    assert [line for line in result.stderr.splitlines() if line.startswith("error:")] == [f"error: {expected(dataset_root)}"]
+    assert 'cvae_dist/train.py", line' not in result.stderr and not save_root.exists()
+
+
 def test_a_test_sequence_without_630_labels_is_named(dataset_root, tmp_path):
     data = copy_dataset(dataset_root, tmp_path / "data")
     with pytest.raises(UserError) as error:
         CourseDataset(data, 32, 64, progress=False).test(labels_per_sequence=630)
     assert str(error.value) == f"{data / 'test/test_label/0'}: 40 labels, a test sequence needs 630"
+
+
+def test_test_sequences_of_different_lengths_are_named(dataset_root, tmp_path):
+    data = copy_dataset(dataset_root, tmp_path / "data")
+    rm(data / "test/test_label/1/39.png")
+    with pytest.raises(UserError) as error:
+        CourseDataset(data, 32, 64, progress=False).test()
+    assert str(error.value) == (f"{data / 'test/test_label/1'}: 39 labels, a test sequence needs 40 like {data / 'test/test_label/0'}, "
+                                "as all are rolled out in one batch")
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:

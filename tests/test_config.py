@@ -1,11 +1,16 @@
-"""The configuration: course flags and defaults, precedence, YAML, and one-line errors."""
+"""The configuration: course flags and defaults, precedence, YAML, validation and one-line errors."""
 
 from __future__ import annotations
+
+import math
+import typing
+from pathlib import Path
 
 import pytest
 
 from cvae_dist import config as cfg
 from cvae_dist.errors import UserError
+from cvae_dist.metrics import SSIM_WINDOW
 
 COURSE_DEFAULTS = {
     "batch_size": 2, "lr": 0.001, "optim": "Adam", "num_epoch": 70, "per_save": 3, "partial": 1.0,
@@ -59,22 +64,87 @@ def test_flag_types_booleans_and_lists():
 @pytest.mark.parametrize(
     "settings, message",
     [
-        ({"kl_anneal_type": "Linear"}, "invalid 'kl_anneal_type' 'Linear'; choose from Cyclical, Monotonic, Without"),
-        ({"batch_size": "two"}, "'batch_size' must be int"),
-        ({"batch_size": 2.5}, "'batch_size' must be int"),
-        ({"lr": True}, "'lr' must be float"),
-        ({"learning_rate": 0.1}, "unknown setting 'learning_rate'"),
-        ({"batch_sise": 4}, "did you mean 'batch_size'"),
-        ({"batch_size": 0}, "--batch_size must be >= 1"),
-        ({"tfr": 1.5}, "--tfr must be in [0, 1]"),
-        ({"F_dim": 100}, "--F_dim must be a positive multiple of 8"),
+        ({"kl_anneal_type": "Linear"}, "run.yaml: kl_anneal_type must be one of Cyclical, Monotonic, Without, got 'Linear'"),
+        ({"batch_size": "two"}, "run.yaml: batch_size must be int, got 'two'"),
+        ({"batch_size": 2.5}, "run.yaml: batch_size must be int, got 2.5"),
+        ({"lr": True}, "run.yaml: lr must be float, got True"),
+        ({"learning_rate": 0.1}, "run.yaml: unknown setting 'learning_rate'"),
+        ({"batch_sise": 4}, "run.yaml: unknown setting 'batch_sise' (did you mean 'batch_size'?)"),
+        ({1: 4}, "run.yaml: unknown setting '1'"),
+        ({"batch_size": 0}, "run.yaml: batch_size must be >= 1, got 0"),
+        ({"tfr": 1.5}, "run.yaml: tfr must be in [0, 1], got 1.5"),
+        ({"F_dim": 100}, "run.yaml: F_dim must be a multiple of 8 >= 8, got 100"),
+        ({"lr": math.nan}, "run.yaml: lr must be a finite number > 0, got nan"),
+        ({"lr": "inf"}, "run.yaml: lr must be a finite number > 0, got inf"),
+        ({"max_grad_norm": -1}, "run.yaml: max_grad_norm must be >= 0, got -1.0"),
+        ({"partial": 0}, "run.yaml: partial must be in (0, 1], got 0.0"),
+        ({"lr_gamma": 0}, "run.yaml: lr_gamma must be in (0, 1], got 0.0"),
+        ({"lr_milestones": [5, 2]}, "run.yaml: lr_milestones must be increasing, each >= 1, got [5, 2]"),
+        ({"lr_milestones": [0, 3]}, "run.yaml: lr_milestones must be increasing, each >= 1, got [0, 3]"),
+        ({"frame_H": 8}, "run.yaml: frame_H must be >= 11, got 8"),
+        ({"seed": 2**24}, "run.yaml: seed must be in [0, 16777215], got 16777216"),
+        ({"logvar_max": 1e3}, "run.yaml: logvar_max must be <= 88, got 1000.0"),
+        ({"save_root": ""}, "run.yaml: save_root must be a non-empty text without NUL characters, got ''"),
+        ({"DR": "data\0"}, "run.yaml: DR must be a non-empty text without NUL characters, got 'data\\x00'"),
+        ({"L_dim": 6}, "run.yaml: --F_dim + --L_dim + --N_dim must be a multiple of 4 (the decoder fusion quarters it), got 146"),
+        ({"logvar_min": 20}, "run.yaml: --logvar_min (20.0) must be below --logvar_max (20.0)"),
+        ({"overwrite": True, "resume_from_checkpoint": "latest"}, "run.yaml: --overwrite and --resume_from_checkpoint contradict each other: choose one"),
     ],
 )
 def test_bad_settings_name_the_key_and_the_problem(settings, message):
     with pytest.raises(UserError) as err:
         cfg.resolve({k: (v, "run.yaml") for k, v in settings.items()})
-    assert message in str(err.value)
-    assert "\n" not in str(err.value)
+    assert str(err.value) == message
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--lr", "nan"], "--lr must be a finite number > 0, got nan"),
+        (["--lr", "fast"], "--lr must be float, got 'fast'"),
+        (["--num_epoch", "0"], "--num_epoch must be >= 1, got 0"),
+        (["--logvar_max", "-40"], "--logvar_min (-30.0) must be below --logvar_max (-40.0)"),
+        (["--lr"], "argument --lr: expected one argument"),
+        (["--learning_rate", "0.1"], "unrecognized arguments: --learning_rate 0.1"),
+    ],
+)
+def test_bad_flags_are_named_as_flags(argv, message):
+    with pytest.raises(UserError) as err:
+        cfg.parse_args(argv)
+    assert str(err.value) == message
+
+
+def test_every_numeric_setting_has_a_range_and_no_other_does():
+    numeric = set()
+    for name, option in cfg.options().items():
+        kind = option.base_type
+        item = typing.get_args(kind)[0] if typing.get_origin(kind) is list else kind
+        if item in (int, float):
+            numeric.add(name)
+    assert numeric == set(cfg.RANGES)
+
+
+def test_defaults_and_presets_are_valid():
+    for preset in cfg.PRESETS:
+        cfg.resolve({"preset": (preset, "test")})  # resolve validates what it builds
+    assert cfg.MIN_FRAME_SIDE == SSIM_WINDOW  # config keeps its own copy to stay free of torch
+
+
+def test_lengths_the_dataset_cannot_give_name_the_setting_and_the_folder(capsys):
+    data = cfg.parse_args(["--train_vi_len", "16", "--partial", "0.5"]).data
+    cfg.check_train_length(data, Path("d/train/train_img"), 32)
+    with pytest.raises(UserError) as err:
+        cfg.check_train_length(data, Path("d/train/train_img"), 31)
+    assert str(err.value) == "--train_vi_len 16: the training video d/train/train_img has 31 frames, 15 of them with --partial 0.5, too few for one window"
+
+    assert cfg.val_length(630, Path("d/val/val_img"), 630, shorter_ok=False) == 630
+    assert cfg.val_length(None, Path("d/val/val_img"), 64, shorter_ok=False) == 64
+    with pytest.raises(UserError) as err:
+        cfg.val_length(630, Path("d/val/val_img"), 64, shorter_ok=False)
+    assert str(err.value) == "--val_vi_len 630: the validation video d/val/val_img has 64 frames; use --val_vi_len 64 or fewer"
+    assert capsys.readouterr().err == ""
+    assert cfg.val_length(630, Path("d/val/val_img"), 64, shorter_ok=True) == 64
+    assert capsys.readouterr().err == "warning: --val_vi_len 630: the validation video d/val/val_img has 64 frames; rolling out all 64\n"
 
 
 def test_yaml_that_is_not_a_mapping_is_refused(tmp_path):

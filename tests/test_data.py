@@ -133,8 +133,7 @@ def test_windows_are_consecutive_and_partial_takes_the_start():
     assert clip[:, 0, 0, 0].tolist() == list(range(32, 48))
     assert labels[:, 0, 0, 0].tolist() == [255 - i for i in range(32, 48)]
     assert len(TrainWindows(video, window=16, partial=0.5)) == 3
-    with pytest.raises(UserError, match="too few for one window"):
-        TrainWindows(Video(frames[:10], frames[:10]), window=16)
+    assert len(TrainWindows(Video(frames[:10], frames[:10]), window=16)) == 0  # config.check_train_length refuses it first
 
 
 def test_fast_train_covers_exactly_fast_train_epoch_epochs(dataset_root, tmp_path):

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from cvae_dist.config import PRESETS, ModelConfig
+from cvae_dist.config import PRESETS, ModelConfig, resolve
 from cvae_dist.model import CVAE
 
 MANIFEST = Path(__file__).parent / "data" / "template_state_dict.json"
@@ -81,7 +81,7 @@ def test_widths_that_the_architecture_cannot_divide_are_refused(dims):
     from cvae_dist.errors import UserError
 
     with pytest.raises(UserError):
-        ModelConfig(**{**PRESETS["tiny"], **dims})
+        resolve({name: (value, "test") for name, value in {"preset": "tiny", **dims}.items()})
 
 
 def test_zero_init_posterior_starts_at_the_prior():

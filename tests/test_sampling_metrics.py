@@ -13,7 +13,6 @@ from safetensors.torch import save_file
 from cvae_dist import evaluate
 from cvae_dist.config import resolve, save_config_file
 from cvae_dist.data.course import CourseDataset
-from cvae_dist.errors import UserError
 from cvae_dist.metrics import average_psnr, psnr_per_frame, ssim_per_frame
 from cvae_dist.model import CVAE
 
@@ -91,14 +90,12 @@ def test_n_samples_are_rolled_out_together_and_scored_mean_and_best(tiny_weights
     assert float(average_psnr(psnr_per_frame(result.pred, truth))) == pytest.approx(scores["best_psnr"], abs=1e-4)
 
 
-def test_z_mean_is_deterministic_and_refuses_several_samples(tiny_weights, dataset_root):
+def test_z_mean_is_deterministic(tiny_weights, dataset_root):
     model, _ = tiny_weights
     video = CourseDataset(dataset_root, 32, 64).val()
     first = evaluate.evaluate_video(model, video, "cpu", length=6, seed=1, z="mean")
     second = evaluate.evaluate_video(model, video, "cpu", length=6, seed=2, z="mean")
     assert torch.equal(first.pred, second.pred)
-    with pytest.raises(UserError, match="--samples > 1 needs --z prior"):
-        evaluate.evaluate_video(model, video, "cpu", length=6, z="mean", samples=2)
 
 
 def test_evaluate_cli_writes_mean_and_best_of_n(tiny_weights, dataset_root, tmp_path, capsys):
@@ -113,4 +110,10 @@ def test_evaluate_cli_writes_mean_and_best_of_n(tiny_weights, dataset_root, tmp_
     assert [int(r["frame"]) for r in rows] == list(range(1, 10))
     assert all(0 < float(r["ssim"]) <= 1 and float(r["best_psnr"]) > 0 and math.isfinite(float(r["best_ssim"])) for r in rows)
     assert evaluate.main(["--ckpt", str(folder), "--out", str(out), "--samples", "2", "--z", "mean"]) == 2
-    assert "error: --samples > 1 needs --z prior" in capsys.readouterr().err
+    assert capsys.readouterr().err == "error: --samples > 1 needs --z prior: with z at its mean every sample is the same\n"
+    assert evaluate.main(["--ckpt", str(folder), "--DR", str(dataset_root), "--out", str(out), "--val_vi_len", "100", "--z", "mean"]) == 0
+    assert capsys.readouterr().err == (f"warning: --val_vi_len 100: the validation video {dataset_root / 'val/val_img'} has 64 frames; "
+                                       "rolling out all 64\n")
+    assert len((out / "psnr_per_frame.csv").read_text().splitlines()) == 64  # the header and frames 1-63
+    assert evaluate.main(["--ckpt", str(folder / "nowhere"), "--out", str(out)]) == 2
+    assert capsys.readouterr().err == f"error: --ckpt {folder / 'nowhere'}: no such file or folder\n"

@@ -129,7 +129,7 @@ def test_evaluate_cli_reproduces_the_runs_scores(run, dataset_root, tmp_path):
 def test_unknown_choice_ends_with_one_line_and_no_traceback(dataset_root, tmp_path):
     result = accelerate_launch(["--DR", str(dataset_root), "--save_root", str(tmp_path / "r"), "--kl_anneal_type", "Linear"], cwd=tmp_path)
     assert result.returncode != 0
-    assert "error: --kl_anneal_type: invalid 'kl_anneal_type' 'Linear'; choose from Cyclical, Monotonic, Without" in result.stderr
+    assert "error: --kl_anneal_type must be one of Cyclical, Monotonic, Without, got 'Linear'" in result.stderr
     # Accelerate's launcher reports the failed subprocess itself; the script adds no traceback of its own.
     assert 'cvae_dist/train.py", line' not in result.stderr
 

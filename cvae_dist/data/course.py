@@ -84,7 +84,11 @@ class CourseDataset:
 
     def __init__(self, root: str | Path, height: int, width: int, cache_dir: Path | None = None, progress: bool = True):
         self.root = Path(root)
-        if not self.root.is_dir():
+        try:
+            found = self.root.is_dir()
+        except OSError as err:  # a name too long, a loop of links
+            raise UserError(f"--DR {self.root}: {err.strerror}") from None
+        if not found:
             raise UserError(f"--DR {self.root}: dataset folder not found")
         self.height, self.width = height, width
         self.cache_dir = cache_dir
@@ -94,9 +98,18 @@ class CourseDataset:
         cache_dir = self.cache_dir or default_cache_dir(self.root)
         return load_frames(paths, self.height, self.width, cache_dir, name, progress=self.progress)
 
+    def _folders(self, split: str) -> tuple[Path, Path]:
+        return self.root / split / f"{split}_img", self.root / split / f"{split}_label"
+
     def _video(self, split: str) -> Video:
-        images, labels = paired(self.root / split / f"{split}_img", self.root / split / f"{split}_label")
+        images, labels = paired(*self._folders(split))
         return Video(frames=self._load(images, f"{split}_img"), labels=self._load(labels, f"{split}_label"))
+
+    def frame_count(self, split: str) -> tuple[Path, int]:
+        """The image folder of the train or val video and its number of frames, from the file names
+        alone: lengths can be checked before any frame is read."""
+        image_dir, label_dir = self._folders(split)
+        return image_dir, len(paired(image_dir, label_dir)[0])
 
     def train(self) -> Video:
         return self._video("train")
@@ -105,7 +118,8 @@ class CourseDataset:
         return self._video("val")
 
     def test(self, labels_per_sequence: int | None = None) -> list[TestSequence]:
-        """The test sequences; with `labels_per_sequence` (the course's 630), each must have exactly that many labels."""
+        """The test sequences, each with the same number of labels, since they are rolled out in one
+        batch: `labels_per_sequence` (the course's 630), or else as many as the first one has."""
         image_root, label_root = self.root / "test" / "test_img", self.root / "test" / "test_label"
         if not image_root.is_dir():
             raise UserError(f"{image_root}: folder not found")
@@ -113,11 +127,14 @@ class CourseDataset:
         if not names:
             raise UserError(f"{image_root}: no test sequence folders")
         sequences = []
+        needed = labels_per_sequence
         for name in names:
             first = sorted_pngs(image_root / name)[0]
             labels = sorted_pngs(label_root / name)
-            if labels_per_sequence is not None and len(labels) != labels_per_sequence:
-                raise UserError(f"{label_root / name}: {len(labels)} labels, a test sequence needs {labels_per_sequence}")
+            needed = needed or len(labels)
+            if len(labels) != needed:
+                like = "" if labels_per_sequence else f" like {label_root / names[0]}, as all are rolled out in one batch"
+                raise UserError(f"{label_root / name}: {len(labels)} labels, a test sequence needs {needed}{like}")
             sequences.append(
                 TestSequence(
                     name=name,
@@ -134,11 +151,6 @@ class TrainWindows(Dataset):
     def __init__(self, video: Video, window: int, partial: float = 1.0):
         self.video, self.window = video, window
         self.num_windows = int(len(video.frames) * partial) // window
-        if self.num_windows == 0:
-            raise UserError(
-                f"the training video has {len(video.frames)} frames, too few for one window of "
-                f"--train_vi_len {window} (with --partial {partial})"
-            )
 
     def __len__(self) -> int:
         return self.num_windows

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
-from cvae_dist.data.synthetic.motion import DEFAULT_FPS
-from cvae_dist.data.synthetic.writer import DEFAULT_TRAIN_FRAMES, MIN_SIZE, check_settings, generate_dataset, read_manifest
+from cvae_dist.config import AT_LEAST_0, AT_LEAST_1, Range, number
+from cvae_dist.data.synthetic.motion import DEFAULT_FPS, MAX_FPS, MIN_FPS
+from cvae_dist.data.synthetic.writer import DEFAULT_TRAIN_FRAMES, MIN_SIZE, generate_dataset, read_manifest
+from cvae_dist.errors import ArgumentParser, UserError, output_folder, run_command
 
 _DESCRIPTION = """\
 Generate a synthetic dance-video dataset (video frames + pose labels) in the
@@ -33,31 +33,34 @@ synthetic.json.
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m cvae_dist.data.synthetic", description=_DESCRIPTION,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--root", required=True, type=Path, help="output folder (required)")
-    parser.add_argument("--train-frames", type=int, default=DEFAULT_TRAIN_FRAMES,
+    parser = ArgumentParser(prog="python -m cvae_dist.data.synthetic", description=_DESCRIPTION,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    count, size = number(int, AT_LEAST_1), number(int, Range(MIN_SIZE))
+    parser.add_argument("--root", required=True, type=output_folder, help="output folder (required)")
+    parser.add_argument("--train-frames", type=count, default=DEFAULT_TRAIN_FRAMES,
                         help="frames in the train split (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed, >= 0 (default: %(default)s)")
-    parser.add_argument("--performers", type=int, default=1,
+    parser.add_argument("--seed", type=number(int, AT_LEAST_0), default=0, help="random seed, >= 0 (default: %(default)s)")
+    parser.add_argument("--performers", type=count, default=1,
                         help="1: the course's performer in every split; N > 1: N outfits take turns in "
                              "training, val and test performers unseen (default: %(default)s)")
-    parser.add_argument("--fps", type=float, default=DEFAULT_FPS,
-                        help="frames per second the performance is sampled at: lower moves more between frames "
-                             "(default: %(default)s)")
-    parser.add_argument("--height", type=int, default=128,
+    parser.add_argument("--fps", type=number(float, Range(MIN_FPS, MAX_FPS)), default=DEFAULT_FPS,
+                        help=f"frames per second the performance is sampled at, {MIN_FPS}-{MAX_FPS}: fewer move "
+                             "more between frames (default: %(default)s)")
+    parser.add_argument("--height", type=size, default=128,
                         help=f"image height in pixels, >= {MIN_SIZE} (default: %(default)s)")
-    parser.add_argument("--width", type=int, default=256,
+    parser.add_argument("--width", type=size, default=256,
                         help=f"image width in pixels, >= {MIN_SIZE} (default: %(default)s)")
-    parser.add_argument("--clip-frames", type=int, default=320,
+    parser.add_argument("--clip-frames", type=count, default=320,
                         help="frames per train clip, each a performance of its own (default: %(default)s)")
-    parser.add_argument("--val-frames", type=int, default=630, help="frames in the val video (default: %(default)s)")
-    parser.add_argument("--test-sequences", type=int, default=5, help="number of test videos (default: %(default)s)")
-    parser.add_argument("--test-frames", type=int, default=630,
-                        help="labels per test video (default: %(default)s)")
-    parser.add_argument("--workers", type=int, default=None,
+    parser.add_argument("--val-frames", type=number(int, Range(2)), default=630,
+                        help="frames in the val video, >= 2 (default: %(default)s)")
+    parser.add_argument("--test-sequences", type=count, default=5, help="number of test videos (default: %(default)s)")
+    parser.add_argument("--test-frames", type=number(int, Range(2)), default=630,
+                        help="labels per test video, >= 2 (default: %(default)s)")
+    parser.add_argument("--workers", type=count, default=None,
                         help="worker processes; 1 renders in-process (default: number of CPUs)")
     parser.add_argument("--overwrite", action="store_true", help="replace ROOT if it holds anything else")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks")
     return parser
 
 
@@ -70,28 +73,28 @@ def _baseline_lines(manifest: dict) -> list[str]:
     ]
 
 
-def main(argv=None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
+def parse_command_line(argv: list[str]) -> argparse.Namespace:
+    return _parser().parse_args(argv)
+
+
+def _make(args: argparse.Namespace) -> None:
     settings = dict(train_frames=args.train_frames, seed=args.seed, height=args.height, width=args.width,
                     clip_frames=args.clip_frames, val_frames=args.val_frames, performers=args.performers, fps=args.fps,
                     test_sequences=args.test_sequences, test_frames=args.test_frames)
-    try:
-        check_settings(workers=args.workers, **settings)
-    except ValueError as error:
-        parser.error(str(error))
     began = time.perf_counter()
     try:
         root = generate_dataset(args.root, workers=args.workers, overwrite=args.overwrite, **settings)
     except FileExistsError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+        raise UserError(f"--root {error}") from None
     manifest = read_manifest(root)
     counts = manifest["counts"]
     print("\n".join(_baseline_lines(manifest)))
     print(f"synthetic dataset ready at {root}: {counts['labels']} frames "
           f"({counts['images']} images, {counts['labels']} labels) in {time.perf_counter() - began:.1f} s")
-    return 0
+
+
+def main(argv=None) -> int:
+    return run_command(argv, parse_command_line, _make)
 
 
 if __name__ == "__main__":

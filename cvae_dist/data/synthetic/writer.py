@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from cvae_dist.data.images import resized
 from cvae_dist.data.synthetic.look import COURSE_PERFORMER, Performer, sample_performer
-from cvae_dist.data.synthetic.motion import DEFAULT_FPS, Performance, performance
+from cvae_dist.data.synthetic.motion import DEFAULT_FPS, MAX_FPS, MIN_FPS, Performance, performance
 from cvae_dist.data.synthetic.render import render_frame, render_label
 
 GENERATOR = "cvae_dist.data.synthetic"
@@ -158,8 +158,8 @@ def check_settings(*, train_frames, seed, height, width, clip_frames, val_frames
             raise ValueError(f"{name} must be at least 2 (a given frame and one to predict), got {counts[name]!r}")
     if int(seed) != seed or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    if not (isinstance(fps, (int, float)) and 1 <= fps <= 120):
-        raise ValueError(f"fps must be a number from 1 to 120, got {fps!r}")
+    if not (isinstance(fps, (int, float)) and MIN_FPS <= fps <= MAX_FPS):
+        raise ValueError(f"fps must be a number from {MIN_FPS} to {MAX_FPS}, got {fps!r}")
     if height < MIN_SIZE or width < MIN_SIZE:
         raise ValueError(f"image size must be at least {MIN_SIZE}x{MIN_SIZE}, got {height}x{width}")
     if workers is not None and workers < 1:
@@ -232,7 +232,7 @@ def generate_dataset(root, *, train_frames=DEFAULT_TRAIN_FRAMES, seed=0, height=
             return root
         ours = found is not None and found.get("generator") == GENERATOR
         if not (overwrite or (replace_outdated and ours)):
-            raise FileExistsError(f"{root} already exists and {_why_not_reused(found)}; pass --overwrite to replace it")
+            raise FileExistsError(f"{root} already exists and {_why_not_reused(found)}; pass --overwrite (overwrite=True) to replace it")
         if progress:
             print(f"{root} {_why_not_reused(found)}: making it again")
     root.parent.mkdir(parents=True, exist_ok=True)
