@@ -1,6 +1,6 @@
 """Speed and memory of cvae_dist against a plain course-style loop, on one machine, in one run.
 
-    python benchmarks/bench.py [--device cpu|cuda] [--preset lab|tiny] [--quick] [--compile] [--peak_tflops P] [--json OUT]
+    python benchmarks/bench.py [--device cpu|cuda] [--preset lab|tiny] [--quick] [--batches 2,16,64] [--compile] [--peak_tflops P] [--json OUT]
 
 Prints one table and writes it as JSON. Rows:
   train   frames/s and peak memory of a training step: a plain frame-by-frame loop written the
@@ -17,6 +17,9 @@ Timings: warm-up steps, then several repeats, the median reported; on a GPU each
 bracketed by CUDA events. Peak memory: on a GPU the allocator's peak above what was allocated
 before the step; on a CPU the process's peak resident memory above its level before the step.
 `--quick` (tiny preset, short windows and rollouts, few repeats) is a smoke run of a minute or two.
+A batch size that runs out of GPU memory is listed under `out_of_memory`, and larger ones are
+not tried at that precision. `--json` is rewritten after every row, so a run stopped early (as
+benchmarks/gpu_check.py stops one at its time budget) still leaves the rows it measured.
 """
 
 from __future__ import annotations
@@ -24,7 +27,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
+import functools
+import gc
 import json
+import math
 import os
 import platform
 import statistics
@@ -62,12 +68,12 @@ class Settings:
 def settings_for(args) -> Settings:
     if args.quick:
         return Settings(
-            preset=args.preset or "tiny", window=4, batches=[2, 4], precisions=["no", "bf16"], rollout_frames=16,
+            preset=args.preset or "tiny", window=4, batches=args.batches or [2, 4], precisions=args.precisions, rollout_frames=16,
             memory_windows=[4, 8], warmup=1, repeats=2, train_frames=128, loader_epochs=8,
         )
     on_gpu = args.device == "cuda"
     return Settings(
-        preset=args.preset or "lab", window=16, batches=[2, 16, 64] if on_gpu else [2, 8], precisions=["no", "bf16"],
+        preset=args.preset or "lab", window=16, batches=args.batches or ([2, 16, 64] if on_gpu else [2, 8]), precisions=args.precisions,
         rollout_frames=630, memory_windows=[8, 16, 32, 64], warmup=2 if on_gpu else 1, repeats=10 if on_gpu else 3,
         train_frames=2048, loader_epochs=4,
     )
@@ -216,6 +222,9 @@ class Bench:
         self.args, self.s, self.workdir = args, settings, workdir
         self.device = torch.device(args.device)
         self.rows: list[Row] = []
+        self.out_of_memory: list[str] = []
+        """Settings that did not fit on the GPU, e.g. 'batch 256, bf16'."""
+        self.started = time.perf_counter()
         data_dir = Path(args.data) if args.data else REPO / "data"
         self.root = generate_dataset(
             data_dir / f"bench-{settings.train_frames}-{settings.rollout_frames}",
@@ -228,6 +237,34 @@ class Bench:
         self.rows.append(row)
         peak = "" if row.peak_mib is None else f", peak {row.peak_mib:.0f} MiB"
         print(f"  {row.section:8s} {row.name}: {row.frames_per_s:,.0f} frames/s ({row.seconds * 1000:.1f} ms{peak})", file=sys.stderr, flush=True)
+        self.write_json(finished=False)
+
+    def report(self, finished: bool) -> dict:
+        command = " ".join(["python", "benchmarks/bench.py", *self.args.argv])
+        return {"machine": machine(self.device), "command": command, "finished": finished, "settings": asdict(self.s),
+                "seconds": time.perf_counter() - self.started, "rows": [asdict(r) for r in self.rows],
+                "out_of_memory": self.out_of_memory, "summary": summary(self.rows, self.s, self.args.peak_tflops)}
+
+    def write_json(self, finished: bool) -> dict:
+        report = self.report(finished)
+        if self.args.json:
+            Path(self.args.json).write_text(json.dumps(report, indent=2))
+        return report
+
+    def fitting(self, measure, what: str) -> Row | None:
+        """`measure()`, or None (and `what` noted in out_of_memory) when the GPU runs out of memory."""
+        import torch
+
+        try:
+            return measure()
+        except torch.cuda.OutOfMemoryError:
+            pass
+        # Outside the except block, so that the traceback no longer holds the failed step's tensors.
+        self.out_of_memory.append(what)
+        print(f"  train    cvae_dist, {what}: out of memory", file=sys.stderr, flush=True)
+        gc.collect()
+        torch.cuda.empty_cache()
+        return None
 
     def trainer(self, **flags):
         """cvae_dist's own Trainer with these flags, on the benchmark's dataset."""
@@ -282,7 +319,7 @@ class Bench:
         frames, labels, indices = self.batch(trainer)
         trainer.model.train()
         seconds, peak = time_it(lambda: trainer.train_batch(frames, labels, indices), self.device, self.s.warmup + (2 if compile else 0), self.s.repeats)
-        name = f"cvae_dist, batch {batch}, {'fp32' if precision == 'no' else precision}, TF {'on' if teacher_forcing else 'off'}"
+        name = f"cvae_dist, batch {batch}, {precision_name(precision)}, TF {'on' if teacher_forcing else 'off'}"
         if section == "memory":
             name = f"cvae_dist, window {window}, checkpointing {'on' if checkpointing else 'off'}"
         if compile:
@@ -298,10 +335,16 @@ class Bench:
             self.add(self.train_plain(teacher_forcing, reencode=True))
             self.add(self.train_plain(teacher_forcing, reencode=False))
             self.add(self.train_cvae(2, "no", teacher_forcing))
+        too_big = {}  # precision -> the smallest batch that ran out of memory
         for batch in self.s.batches:
             for precision in self.s.precisions:
-                if (batch, precision) != (2, "no"):
-                    self.add(self.train_cvae(batch, precision, True))
+                if (batch, precision) == (2, "no") or batch >= too_big.get(precision, math.inf):
+                    continue
+                row = self.fitting(lambda: self.train_cvae(batch, precision, True), f"batch {batch}, {precision_name(precision)}")
+                if row is None:
+                    too_big[precision] = batch
+                else:
+                    self.add(row)
         tried = [r for r in self.rows if r.name.startswith("cvae_dist") and r.notes["teacher_forcing"]]
         best = max(tried, key=lambda r: r.frames_per_s)
         batch, precision = best.notes["batch"], best.notes["precision"]
@@ -310,6 +353,7 @@ class Bench:
         self.rows[-1].notes["best"] = True
         if self.args.compile:
             self.add(self.train_cvae(batch, precision, True, compile=True))
+            self.rows[-1].notes["best"] = True  # the best setting, compiled; the summary takes the faster of the two
 
     # -- data --
 
@@ -353,7 +397,7 @@ class Bench:
         for precision in self.s.precisions:
             trainer = self.trainer(mixed_precision=precision)
             model = trainer.accelerator.unwrap_model(trainer.model).eval()
-            label = "fp32" if precision == "no" else precision
+            label = precision_name(precision)
             seconds, peak = time_it(
                 lambda: evaluate_video(model, trainer.val_video, self.device, frames, autocast=trainer.accelerator.autocast),
                 self.device, 1, max(1, self.s.repeats // 2),
@@ -439,6 +483,7 @@ SECTIONS = ("train", "data", "rollout", "memory")
 FULL_EPOCH_FRAMES = 23_410  # the course's training video
 
 
+@functools.cache  # the JSON, and so the summary, is rewritten after every row
 def training_flops_per_frame(preset: str, window: int) -> float:
     """FLOPs (multiply-adds count 2) of cvae_dist's forward and backward per predicted frame, counted by PyTorch."""
     import torch
@@ -468,9 +513,9 @@ def summary(rows: list[Row], settings: Settings, peak_tflops: float | None) -> d
         if plain and ours:
             result[f"step_time_ratio_same_computation_tf_{tf}"] = ours.seconds / plain.seconds
     course = by_name.get("plain loop (course, re-encodes x_{t-1}), batch 2, fp32, TF on")
-    best = [r for r in rows if r.notes.get("best")]
+    best = max((r for r in rows if r.notes.get("best") and r.notes.get("teacher_forcing")), key=lambda r: r.frames_per_s, default=None)
     if course and best:
-        result["best_speedup_over_course_loop"] = best[0].frames_per_s / course.frames_per_s
+        result["best_speedup_over_course_loop"] = best.frames_per_s / course.frames_per_s
     cached = [r.frames_per_s for r in rows if r.name.startswith("uint8 cache")]
     if cached:
         result["cached_loader_frames_per_s"] = max(cached)
@@ -478,11 +523,32 @@ def summary(rows: list[Row], settings: Settings, peak_tflops: float | None) -> d
         flops = training_flops_per_frame(settings.preset, settings.window)
         predicted_per_epoch = FULL_EPOCH_FRAMES // settings.window * (settings.window - 1)
         result["training_gflop_per_frame"] = flops / 1e9
-        result["best_tflops"] = best[0].frames_per_s * flops / 1e12
-        result["full_epoch_seconds"] = predicted_per_epoch / best[0].frames_per_s
+        result["best_tflops"] = best.frames_per_s * flops / 1e12
+        result["full_epoch_seconds"] = predicted_per_epoch / best.frames_per_s
         if peak_tflops:
             result["share_of_peak"] = result["best_tflops"] / peak_tflops
     return result
+
+
+def batch_list(text: str) -> list[int]:
+    batches = sorted({int(b) for b in text.split(",") if b})
+    if not batches or batches[0] < 1:
+        raise argparse.ArgumentTypeError(f"expected positive batch sizes separated by commas, got {text!r}")
+    return batches
+
+
+PRECISIONS = {"fp32": "no", "bf16": "bf16"}  # names in the table -> Accelerate's mixed_precision
+
+
+def precision_name(precision: str) -> str:
+    return next(name for name, value in PRECISIONS.items() if value == precision)
+
+
+def precision_list(text: str) -> list[str]:
+    names = [p for p in text.split(",") if p]
+    if not names or set(names) - set(PRECISIONS):
+        raise argparse.ArgumentTypeError(f"expected a comma-separated subset of {','.join(PRECISIONS)}, got {text!r}")
+    return [PRECISIONS[p] for p in names]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -490,6 +556,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", choices=["cpu", "cuda"], help="where to run (default: cuda when there is a GPU, else cpu)")
     parser.add_argument("--preset", choices=["lab", "tiny"], help="network widths (default: lab; tiny with --quick)")
     parser.add_argument("--quick", action="store_true", help="a smoke run of a minute or two on a CPU: tiny preset, short windows and rollouts, 2 repeats")
+    parser.add_argument("--batches", type=batch_list, help="comma-separated batch sizes tried for cvae_dist's settings (default: 2,16,64 on a GPU, 2,8 on a CPU, 2,4 with --quick)")
+    parser.add_argument("--precisions", type=precision_list, default="fp32,bf16", help="comma-separated precisions tried for cvae_dist's settings, of fp32,bf16 (default: both)")
     parser.add_argument("--compile", action="store_true", help="also time cvae_dist's best setting under --compile (inductor; minutes of compiling)")
     parser.add_argument("--repeats", type=int, help="timed repeats per row, the median reported (default: 10 on a GPU, 3 on a CPU, 2 with --quick)")
     parser.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
@@ -508,24 +576,22 @@ def main(argv: list[str] | None = None) -> int:
     args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA GPU visible")
+    args.argv = argv if argv is not None else sys.argv[1:]
     settings = settings_for(args)
     settings.repeats = args.repeats or settings.repeats
-    started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="cvae-bench-") as workdir:
         bench = Bench(args, settings, Path(workdir))
         for section in sections:
             getattr(bench, f"run_{section}")()
-    report = {"machine": machine(bench.device), "command": " ".join(["python", "benchmarks/bench.py", *(argv if argv is not None else sys.argv[1:])]),
-              "settings": asdict(settings), "seconds": time.perf_counter() - started, "rows": [asdict(r) for r in bench.rows],
-              "summary": summary(bench.rows, settings, args.peak_tflops)}
+    report = bench.write_json(finished=True)
     print(f"# {report['machine']['cpu']} ({report['machine'].get('gpu', 'no GPU')}), torch {torch.__version__}, "
           f"load average {report['machine']['load_average'][0]:.1f}, preset {settings.preset}, window {settings.window}; "
           f"* = cvae_dist's best setting; {report['seconds']:.0f} s")
     print(table(bench.rows))
+    if bench.out_of_memory:
+        print(f"out of memory: {'; '.join(bench.out_of_memory)}")
     for key, value in report["summary"].items():
         print(f"{key}: {value:,.3g}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2))
     return 0
 
 

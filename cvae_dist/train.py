@@ -477,7 +477,9 @@ class Trainer:
     def validate(self, progress) -> Evaluation:
         """Roll out the validation video; every process runs it so sharded models can gather weights."""
         model = self.accelerator.unwrap_model(self.model)
-        with self.accelerator.autocast():
+        # DeepSpeed's 16-bit weights need its own autocast here too, or BatchNorm's recalibration fails on them.
+        autocast = self.deepspeed_autocast if self.uses_deepspeed else self.accelerator.autocast
+        with autocast():
             recalibrate_batchnorm(model, self.recalibration_labels())
         evaluation = evaluate_video(
             model,
@@ -485,7 +487,7 @@ class Trainer:
             self.accelerator.device,
             self.config.data.val_vi_len,
             seed=self.config.train.seed,
-            autocast=self.deepspeed_autocast if self.uses_deepspeed else self.accelerator.autocast,
+            autocast=autocast,
         )
         improved = evaluation.average > self.state.best_psnr
         if improved:
