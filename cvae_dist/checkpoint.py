@@ -29,7 +29,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from cvae_dist.config import Config, load_config_file, save_config_file
+from cvae_dist.config import Config, is_bookkeeping, load_config_file, save_config_file
 from cvae_dist.errors import UserError
 from cvae_dist.model import CVAE
 from cvae_dist.tracking import TB_PROJECT
@@ -43,13 +43,6 @@ EVAL = "eval"
 MANIFEST_FORMAT = 1
 _STEP = re.compile(r"^checkpoint-(\d+)$")
 _STAGING, _TRASH = ".partial", ".old"
-
-# Settings that say where a run writes and how often, not what it computes: changing them does
-# not make a different run, so the run-folder check and the manifest's settings hash ignore them.
-BOOKKEEPING = (
-    "save_root", "logging_dir", "resume_from_checkpoint", "overwrite", "debug", "num_workers",
-    "checkpointing_steps", "checkpoints_total_limit", "log_every", "per_save",
-)
 
 
 def checkpoint_dir(save_root: str | Path, step: int) -> Path:
@@ -66,8 +59,8 @@ def list_checkpoints(save_root: str | Path) -> list[Path]:
 
 
 def run_identity(config: Config) -> str:
-    """The hash of the settings that shape a run's result."""
-    return config.digest(ignore=BOOKKEEPING)
+    """The hash of the settings that shape a run's result: bookkeeping settings (config.Option) do not make another run."""
+    return config.digest(results_only=True)
 
 
 # ---- writing ---------------------------------------------------------------------------------
@@ -271,7 +264,7 @@ def holds_run(save_root: Path) -> bool:
 def differences(before: Config, after: Config) -> str:
     """'lr 0.001 -> 0.01, num_epoch 2 -> 3': the settings that make `after` another run than `before`."""
     old, new = before.flat(), after.flat()
-    changed = [f"{k} {old[k]} -> {new[k]}" for k in new if k not in BOOKKEEPING and old.get(k) != new[k]]
+    changed = [f"{k} {old[k]} -> {new[k]}" for k in new if not is_bookkeeping(k) and old.get(k) != new[k]]
     return ", ".join(changed[:4]) + (f" and {len(changed) - 4} more" if len(changed) > 4 else "")
 
 

@@ -200,10 +200,10 @@ class Trainer:
         # DeepSpeed views every parameter as flat bytes, which channels-last weights are not.
         if train.channels_last and not self.uses_deepspeed:
             model = model.to(memory_format=torch.channels_last)
-        if train.compile and train.activation_checkpointing and self.accelerator.mixed_precision != "no":
+        if train.compile and train.recompute_activations and self.accelerator.mixed_precision != "no":
             # Accelerate's autocast is traced inside the compiled forward, but a checkpointed frame is
             # recomputed outside it, so the recomputation differs and autograd refuses it.
-            raise UserError("--compile with --activation_checkpointing needs --mixed_precision no (torch.compile cannot recompute autocast regions)")
+            raise UserError(f"--compile with {config.flag('recompute_activations')} needs --mixed_precision no (torch.compile cannot recompute autocast regions)")
         if train.compile:
             # In place rather than through Accelerate's dynamo plugin, whose OptimizedModule wrapper
             # would prefix every key that `save_model` writes with `_orig_mod.`.
@@ -365,7 +365,7 @@ class Trainer:
         with self.accelerator.accumulate(self.model):
             with self.deepspeed_autocast():
                 noise = self.latent_noise(indices, frames)
-                out = self.model(frames, labels, noise, teacher_forcing, checkpoint=self.config.train.activation_checkpointing,
+                out = self.model(frames, labels, noise, teacher_forcing, recompute=self.config.train.recompute_activations,
                                  one_step=method.one_step_weight > 0)
             terms = cvae_loss(out.pred, frames[:, 1:], out.mu, out.logvar, state.beta, method.kl_last_frame_only,
                               out.one_step, method.one_step_weight)
