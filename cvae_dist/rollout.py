@@ -34,6 +34,22 @@ def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, noise: torch.Tensor) 
     return mu + noise * torch.exp(0.5 * logvar)
 
 
+def latent_noise(seed: int, epoch: int, windows: list[int], frames: torch.Tensor, channels: int) -> torch.Tensor:
+    """eps of the reparameterization for a batch of training `windows` of `frames` (B, T, 3, H, W):
+    (B, T-1, channels, H, W), drawn per window from (seed, epoch, window index).
+
+    Keying the noise on the window rather than on a global stream makes a run independent of how
+    its batches are split across processes or accumulation steps, and of resuming.
+    """
+    batch, steps, _, height, width = frames.shape
+    noise = torch.empty((batch, steps - 1, channels, height, width), device=frames.device)
+    generator = torch.Generator(device=frames.device)
+    for row, window in enumerate(windows):
+        generator.manual_seed((seed << 40) ^ (epoch << 24) ^ window)
+        noise[row].normal_(generator=generator)
+    return noise
+
+
 def _flat(x: torch.Tensor) -> torch.Tensor:
     return x.flatten(0, 1)
 

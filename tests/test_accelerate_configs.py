@@ -107,7 +107,7 @@ def test_rtx_config_trains_on_the_gpu(dataset_root, tmp_path):
 
 
 def test_cpu_threads_note_names_the_flag_only_when_cores_would_idle():
-    from cvae_dist.train import cpu_threads_note
+    from cvae_dist.training.precision import cpu_threads_note
 
     note = cpu_threads_note(threads=1, cores_per_process=8)
     assert "1 CPU thread(s)" in note and "--num_cpu_threads_per_process 8" in note

@@ -138,13 +138,13 @@ def test_windows_are_consecutive_and_partial_takes_the_start():
 
 def test_fast_train_covers_exactly_fast_train_epoch_epochs(dataset_root, tmp_path):
     """The course's code fast-trains two epochs more than its --fast_train_epoch says; here it is that many."""
-    from cvae_dist.train import Trainer
+    from cvae_dist.training import build
 
     args = ["--DR", str(dataset_root), "--save_root", str(tmp_path / "run"), *TINY_RUN,
             "--fast_train", "--fast_partial", "0.5", "--fast_train_epoch", "3"]
-    trainer = Trainer(parse_args(args))
+    parts = build(parse_args(args))
     # 128 frames: 16 windows of 8 in batches of 2, half of them while fast-training.
-    assert [trainer.batches_in_epoch(epoch) for epoch in range(6)] == [4, 4, 4, 8, 8, 8]
+    assert [parts.batches_in_epoch(epoch) for epoch in range(6)] == [4, 4, 4, 8, 8, 8]
     assert not (tmp_path / "run").exists()
 
 
