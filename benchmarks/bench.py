@@ -4,7 +4,7 @@
 
 Prints one table and writes it as JSON. Rows:
   train   frames/s and peak memory of a training step: a plain frame-by-frame loop written the
-          way the course's code is (batch 2, fp32), and cvae_dist's real `Trainer.train_batch` at
+          way the course's code is (batch 2, fp32), and cvae_dist's real `Loop.train_batch` at
           the same settings and at larger batches and bf16, teacher forcing on and off;
   data    frames/s delivered by the training loader from the uint8 cache, and by a loader that
           decodes the PNGs of every window each time (as the course's dataset does);
@@ -37,7 +37,7 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -266,16 +266,10 @@ class Bench:
         torch.cuda.empty_cache()
         return None
 
-    def trainer(self, **flags):
-        """cvae_dist's own Trainer with these flags, on the benchmark's dataset."""
-        from accelerate.state import AcceleratorState, GradientState
-
+    def config(self, **flags):
+        """cvae_dist's settings for the benchmark's dataset, with these flags."""
         from cvae_dist.config import parse_args
-        from cvae_dist.train import Trainer
 
-        # Accelerate keeps one process-wide state; each configuration (precision) gets a fresh one.
-        AcceleratorState._reset_state()
-        GradientState._reset_state()
         settings = {
             "DR": self.root, "save_root": self.workdir / "run", "preset": self.s.preset, "train_vi_len": self.s.window,
             "val_vi_len": self.s.rollout_frames,  # the validation video's length: training refuses a longer one
@@ -288,10 +282,27 @@ class Bench:
                 argv.append(f"--{key}" if value else f"--no-{key}")
             else:
                 argv += [f"--{key}", *str(value).split()]
-        return Trainer(parse_args(argv))
+        return parse_args(argv)
 
-    def batch(self, trainer):
-        frames, labels, indices = next(iter(trainer.loader))
+    def parts(self, precision: str = "no", **flags):
+        """cvae_dist's own run parts for these flags, computing in `precision`.
+
+        Accelerate's state is one per process and stays at fp32 here; the parts' one autocast,
+        which every forward pass of a run computes in, applies the row's precision."""
+        from cvae_dist.training import build
+        from cvae_dist.training.precision import HALF, Precision
+
+        return replace(build(self.config(**flags)), precision=Precision(self.device.type, HALF.get(precision)))
+
+    def batch(self, size: int, window: int):
+        """The first `size` training windows of `window` frames, uint8 on the device, and their indices."""
+        import torch
+
+        from cvae_dist.data.course import CourseDataset, IndexedWindows, collate_windows
+
+        data = self.config().data
+        windows = IndexedWindows(CourseDataset(self.root, data.frame_H, data.frame_W, progress=False).train(), window)
+        frames, labels, indices = collate_windows([windows[i] for i in range(size)])
         return frames.to(self.device), labels.to(self.device), indices
 
     # -- training --
@@ -299,26 +310,26 @@ class Bench:
     def train_plain(self, teacher_forcing: bool, reencode: bool) -> Row:
         import torch
 
-        trainer = self.trainer()  # for its data only
-        frames, labels, _ = self.batch(trainer)
+        frames, labels, _ = self.batch(2, self.s.window)
         frames, labels = frames.float() / 255, labels.float() / 255
         torch.manual_seed(0)
         from cvae_dist.model import CVAE
 
-        model = CVAE(trainer.config.model).to(self.device)
+        model = CVAE(self.config().model).to(self.device)
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
         seconds, peak = time_it(lambda: plain_step(model, optimizer, frames, labels, teacher_forcing, 1.0, reencode), self.device, self.s.warmup, self.s.repeats)
         how = "course, re-encodes x_{t-1}" if reencode else "each frame encoded once"
         return self._train_row(f"plain loop ({how}), batch 2, fp32, TF {'on' if teacher_forcing else 'off'}", frames.shape, seconds, peak, teacher_forcing=teacher_forcing)
 
     def train_cvae(self, batch: int, precision: str, teacher_forcing: bool, window: int | None = None, checkpointing: bool = False, compile: bool = False, section: str = "train") -> Row:
-        trainer = self.trainer(
-            batch_size=batch, mixed_precision=precision, tfr=1.0 if teacher_forcing else 0.0, train_vi_len=window or self.s.window,
-            activation_checkpointing=checkpointing, compile=compile,
-        )
-        frames, labels, indices = self.batch(trainer)
-        trainer.model.train()
-        seconds, peak = time_it(lambda: trainer.train_batch(frames, labels, indices), self.device, self.s.warmup + (2 if compile else 0), self.s.repeats)
+        from cvae_dist.training import Loop
+
+        window = window or self.s.window
+        loop = Loop(self.parts(precision, batch_size=batch, tfr=1.0 if teacher_forcing else 0.0, train_vi_len=window,
+                               recompute_activations=checkpointing, compile=compile))
+        frames, labels, indices = self.batch(batch, window)
+        loop.model.train()
+        seconds, peak = time_it(lambda: loop.train_batch(frames, labels, indices), self.device, self.s.warmup + (2 if compile else 0), self.s.repeats)
         name = f"cvae_dist, batch {batch}, {precision_name(precision)}, TF {'on' if teacher_forcing else 'off'}"
         if section == "memory":
             name = f"cvae_dist, window {window}, checkpointing {'on' if checkpointing else 'off'}"
@@ -360,24 +371,27 @@ class Bench:
     def run_data(self) -> None:
         from torch.utils.data import DataLoader
 
-        from cvae_dist.data.course import paired
+        from cvae_dist.data.course import CourseDataset, IndexedWindows, WindowSampler, paired
+        from cvae_dist.training.build import training_loader
 
         for workers in (0, 2):
-            trainer = self.trainer(num_workers=workers, batch_size=8)
-            loader = trainer.loader
+            config = self.config(num_workers=workers, batch_size=8)
+            windows = IndexedWindows(CourseDataset(self.root, config.data.frame_H, config.data.frame_W, progress=False).train(), self.s.window)
+            sampler = WindowSampler(lambda epoch: len(windows), shuffle=True, seed=0)
+            loader = training_loader(config, windows, sampler)
 
             def epochs():
                 for epoch in range(self.s.loader_epochs):
-                    loader.set_epoch(epoch)
+                    sampler.set_epoch(epoch)
                     for frames, labels, _ in loader:
-                        pass
+                        frames, labels = frames.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
                 return frames, labels
 
             seconds, _ = time_it(epochs, self.device, 1, self.s.repeats, memory=False)
             loaded = self.s.loader_epochs * len(loader) * 8 * self.s.window
             self.add(Row("data", f"uint8 cache, training loader, {workers} workers", loaded / seconds, seconds, notes={"workers": workers}))
         images, labels = paired(self.root / "train" / "train_img", self.root / "train" / "train_label")
-        windows = PngWindows(images, labels, self.s.window, trainer.config.data.frame_H, trainer.config.data.frame_W)
+        windows = PngWindows(images, labels, self.s.window, config.data.frame_H, config.data.frame_W)
         for workers in (0, 2):
             loader = DataLoader(windows, batch_size=8, num_workers=workers, persistent_workers=workers > 0, pin_memory=self.device.type == "cuda")
             seconds, _ = time_it(lambda: [batch[0].to(self.device, non_blocking=True) for batch in loader], self.device, 1, self.s.repeats, memory=False)
@@ -395,20 +409,20 @@ class Bench:
 
         frames = self.s.rollout_frames
         for precision in self.s.precisions:
-            trainer = self.trainer(mixed_precision=precision)
-            model = trainer.accelerator.unwrap_model(trainer.model).eval()
+            parts = self.parts(precision)
+            model = parts.accelerator.unwrap_model(parts.model).eval()
             label = precision_name(precision)
             seconds, peak = time_it(
-                lambda: evaluate_video(model, trainer.val_video, self.device, frames, autocast=trainer.accelerator.autocast),
+                lambda: evaluate_video(model, parts.val_video, self.device, frames, autocast=parts.precision.autocast),
                 self.device, 1, max(1, self.s.repeats // 2),
             )
             self.add(Row("rollout", f"cvae_dist validation, {frames} frames, {label}", (frames - 1) / seconds, seconds, peak / MiB))
-            tests = CourseDataset(self.root, trainer.config.data.frame_H, trainer.config.data.frame_W, progress=False).test()
+            tests = CourseDataset(self.root, parts.config.data.frame_H, parts.config.data.frame_W, progress=False).test()
             first = to_unit_float(torch.stack([torch.from_numpy(s.first_frame.copy()) for s in tests])).to(self.device)
             labels = to_unit_float(torch.stack([torch.from_numpy(s.labels[:frames].copy()) for s in tests])).to(self.device)
 
             def batched():
-                with trainer.accelerator.autocast():
+                with parts.precision.autocast():
                     return generate(model, first, labels)
 
             seconds, peak = time_it(batched, self.device, 1, max(1, self.s.repeats // 2))
@@ -570,7 +584,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"--sections: unknown {', '.join(sorted(unknown))}; choose from {','.join(SECTIONS)}")
     if args.device == "cpu":
-        os.environ["CUDA_VISIBLE_DEVICES"] = ""  # the Trainer takes a GPU whenever it sees one
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""  # training takes a GPU whenever it sees one
     import torch
 
     args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
