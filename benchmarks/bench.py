@@ -296,7 +296,6 @@ class Bench:
 
     def batch(self, size: int, window: int):
         """The first `size` training windows of `window` frames, uint8 on the device, and their indices."""
-        import torch
 
         from cvae_dist.data.course import CourseDataset, IndexedWindows, collate_windows
 

@@ -6,8 +6,9 @@ predicted frame t = 1..T-1. Frame 0 is always given.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable, Literal
+from typing import Literal
 
 import torch
 import torch.utils.checkpoint

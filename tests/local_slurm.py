@@ -56,7 +56,7 @@ class LocalSlurm:
         """Environment in which sbatch/srun/scontrol talk to this cluster."""
         return {**base, "SLURM_CONF": str(self.conf)}
 
-    def __enter__(self) -> "LocalSlurm":
+    def __enter__(self) -> LocalSlurm:
         try:
             self._start()
         except BaseException:

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from cvae_dist import checkpoint as ckpt
-from cvae_dist.config import ModelConfig, PRESETS, parse_args
+from cvae_dist.config import PRESETS, ModelConfig, parse_args
 from cvae_dist.errors import UserError
 from cvae_dist.loss import kl_per_frame
 from cvae_dist.model import CVAE

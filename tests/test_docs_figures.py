@@ -5,16 +5,15 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import REPO, run_env
 from cvae_dist import docs_figures
 from cvae_dist.schedules import KLAnnealer, teacher_forcing_coin, teacher_forcing_ratio
-from conftest import REPO, run_env
 
 # What each labelled line of the figures must be, recomputed here from the schedules directly.
 BETA_EXPECTED = {

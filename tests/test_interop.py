@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 from course_model import course_model
 from cvae_dist import interop
@@ -15,7 +16,6 @@ from cvae_dist.checkpoint import load_model, load_weights_into
 from cvae_dist.config import PRESETS, ModelConfig, resolve, save_config_file
 from cvae_dist.errors import UserError
 from cvae_dist.model import CVAE
-from safetensors.torch import load_file, save_file
 
 TEMPLATE = json.loads((Path(__file__).parent / "data" / "template_state_dict.json").read_text())
 COURSE_SHAPES = {key: tuple(shape) for key, shape in TEMPLATE["state_dict"].items()}

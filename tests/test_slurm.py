@@ -21,7 +21,6 @@ from tensorboard.plugins.hparams import api_pb2, backend_context, list_session_g
 
 from conftest import REPO, run_env
 from cvae_dist import checkpoint as ckpt
-from cvae_dist.tb_summary import summarize
 from local_slurm import LocalSlurm, unavailable_reason
 
 TINY_GRID = """\

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+
 class Preempted(Exception):
     """The run stopped on a signal after saving a checkpoint; the job should be requeued."""
 
