@@ -84,8 +84,12 @@ def seal(staging: Path, folder: Path, config: Config, *, step: int, epoch: int, 
     write_config(config, staging)
     files = {path.relative_to(staging).as_posix(): {"bytes": path.stat().st_size, "sha256": sha256(path)} for path in _files(staging)}
     manifest = {
-        "format": MANIFEST_FORMAT, "step": step, "epoch": epoch, "reason": reason,
-        "config_digest": run_identity(config), "files": files,
+        "format": MANIFEST_FORMAT,
+        "step": step,
+        "epoch": epoch,
+        "reason": reason,
+        "config_digest": run_identity(config),
+        "files": files,
     }
     (staging / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
     for path in [*_files(staging), staging]:
@@ -218,8 +222,7 @@ def check_compatible(expected: dict[str, torch.Tensor], weights: Path) -> None:
     for key, shape in shapes.items():
         if key in expected and tuple(expected[key].shape) != shape:
             raise UserError(
-                f"{weights}: '{key}' has shape {shape}, this network expects "
-                f"{tuple(expected[key].shape)} (weights of another --preset or width?)"
+                f"{weights}: '{key}' has shape {shape}, this network expects {tuple(expected[key].shape)} (weights of another --preset or width?)"
             )
     missing, unexpected = set(expected) - set(shapes), set(shapes) - set(expected)
     if missing or unexpected:
@@ -254,7 +257,9 @@ def resolve_resume(save_root: str | Path, resume_from: str) -> tuple[Path | None
         if problem is None:
             return folder, notes
         notes.append(f"warning: {folder} is damaged ({problem}); trying the checkpoint before it")
-    raise UserError(f"--resume_from_checkpoint latest: none of the {len(found)} checkpoints in {Path(save_root) / CHECKPOINTS} is intact ({found[-1].name}: {verify(found[-1])})")
+    raise UserError(
+        f"--resume_from_checkpoint latest: none of the {len(found)} checkpoints in {Path(save_root) / CHECKPOINTS} is intact ({found[-1].name}: {verify(found[-1])})"
+    )
 
 
 def holds_run(save_root: Path) -> bool:
@@ -316,8 +321,7 @@ def _previous_config(save_root: Path) -> Config:
         return load_config_file(path) if path.is_file() else _checkpoint_config(save_root)
     except UserError as err:
         raise UserError(
-            f"--save_root {save_root} holds a run whose settings cannot be read ({err}); use --overwrite to replace it "
-            "or choose another --save_root"
+            f"--save_root {save_root} holds a run whose settings cannot be read ({err}); use --overwrite to replace it or choose another --save_root"
         ) from None
 
 

@@ -30,8 +30,14 @@ import yaml
 from cvae_dist.errors import ArgumentParser, UserError
 
 
-def setting(default: Any = dataclasses.MISSING, *, factory: Any = dataclasses.MISSING, bookkeeping: bool = False,
-            hparam: str | None = None, formerly: str | None = None) -> Any:
+def setting(
+    default: Any = dataclasses.MISSING,
+    *,
+    factory: Any = dataclasses.MISSING,
+    bookkeeping: bool = False,
+    hparam: str | None = None,
+    formerly: str | None = None,
+) -> Any:
     """A settings field with what the rest of the package needs to know about it (see `Option`)."""
     facts = {"bookkeeping": bookkeeping, "hparam": hparam, "formerly": formerly}
     return field(default=default, default_factory=factory, metadata=facts)
@@ -428,9 +434,7 @@ def resolve(explicit: dict[str, tuple[Any, str]]) -> Config:
             given_as[name] = given
     preset = values.get("preset", table["preset"].default)
     merged = {**PRESETS[preset], **values}
-    sections = {
-        section: cls(**{k: v for k, v in merged.items() if table[k].section == section}) for section, cls in SECTIONS.items()
-    }
+    sections = {section: cls(**{k: v for k, v in merged.items() if table[k].section == section}) for section, cls in SECTIONS.items()}
     config = Config(**sections, given_as=given_as)
     validate(config, sources)
     return config
@@ -520,21 +524,44 @@ FRACTION, SHARE = Range(0, 1), Range(0, 1, low_excluded=True)  # a share of the 
 # Every numeric setting (each item of a list) and the values that make sense for it.
 RANGES: dict[str, Range] = {
     # The layers split these channel counts into equal groups.
-    "F_dim": Range(8, step=8), "L_dim": Range(2, step=2), "N_dim": Range(4, step=4), "D_out_dim": Range(8, step=8),
-    "logvar_min": Range(), "logvar_max": Range(high=MAX_LOGVAR),
-    "partial": SHARE, "fast_partial": SHARE, "fast_train_epoch": AT_LEAST_0,
+    "F_dim": Range(8, step=8),
+    "L_dim": Range(2, step=2),
+    "N_dim": Range(4, step=4),
+    "D_out_dim": Range(8, step=8),
+    "logvar_min": Range(),
+    "logvar_max": Range(high=MAX_LOGVAR),
+    "partial": SHARE,
+    "fast_partial": SHARE,
+    "fast_train_epoch": AT_LEAST_0,
     # Frame 0 is given, so a window or rollout needs a second frame to predict.
-    "train_vi_len": Range(2), "val_vi_len": Range(2),
-    "frame_H": Range(MIN_FRAME_SIDE), "frame_W": Range(MIN_FRAME_SIDE),
-    "num_workers": AT_LEAST_0, "synthetic_train_frames": AT_LEAST_1,
-    "tfr": FRACTION, "tfr_sde": AT_LEAST_0, "tfr_d_step": FRACTION, "one_step_weight": AT_LEAST_0,
-    "kl_anneal_cycle": AT_LEAST_1, "kl_anneal_ratio": SHARE, "bn_recalibration_windows": AT_LEAST_0,
-    "batch_size": AT_LEAST_1, "lr": POSITIVE, "lr_gamma": SHARE, "max_grad_norm": AT_LEAST_0,
+    "train_vi_len": Range(2),
+    "val_vi_len": Range(2),
+    "frame_H": Range(MIN_FRAME_SIDE),
+    "frame_W": Range(MIN_FRAME_SIDE),
+    "num_workers": AT_LEAST_0,
+    "synthetic_train_frames": AT_LEAST_1,
+    "tfr": FRACTION,
+    "tfr_sde": AT_LEAST_0,
+    "tfr_d_step": FRACTION,
+    "one_step_weight": AT_LEAST_0,
+    "kl_anneal_cycle": AT_LEAST_1,
+    "kl_anneal_ratio": SHARE,
+    "bn_recalibration_windows": AT_LEAST_0,
+    "batch_size": AT_LEAST_1,
+    "lr": POSITIVE,
+    "lr_gamma": SHARE,
+    "max_grad_norm": AT_LEAST_0,
     # A milestone at epoch 0 would lower the learning rate before the first step.
     "lr_milestones": AT_LEAST_1,
-    "num_epoch": AT_LEAST_1, "per_save": AT_LEAST_1, "gradient_accumulation_steps": AT_LEAST_1,
-    "seed": Range(0, MAX_SEED), "checkpointing_steps": AT_LEAST_1, "checkpoints_total_limit": AT_LEAST_1,
-    "max_nonfinite_steps": AT_LEAST_1, "eval_every": AT_LEAST_1, "log_every": AT_LEAST_1,
+    "num_epoch": AT_LEAST_1,
+    "per_save": AT_LEAST_1,
+    "gradient_accumulation_steps": AT_LEAST_1,
+    "seed": Range(0, MAX_SEED),
+    "checkpointing_steps": AT_LEAST_1,
+    "checkpoints_total_limit": AT_LEAST_1,
+    "max_nonfinite_steps": AT_LEAST_1,
+    "eval_every": AT_LEAST_1,
+    "log_every": AT_LEAST_1,
 }
 
 

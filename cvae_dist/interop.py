@@ -118,8 +118,11 @@ def export_course(source: str | Path, course_ckpt: str | Path) -> Path:
     config = load_config_file(config_file)
     fixes = fixes_the_course_lacks(config.model)
     if fixes:
-        print(f"warning: {weights} was trained with {' and '.join(fixes)}: the course's code loads it but predicts differently "
-              "(train with --output_activation none --course_leaky_relu for weights that predict the same there)", file=sys.stderr)
+        print(
+            f"warning: {weights} was trained with {' and '.join(fixes)}: the course's code loads it but predicts differently "
+            "(train with --output_activation none --course_leaky_relu for weights that predict the same there)",
+            file=sys.stderr,
+        )
     state = ckpt.read_weights(weights)
     progress, optimizer = _training_progress(weights.parent, config)
     out = Path(course_ckpt)

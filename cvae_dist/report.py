@@ -164,7 +164,15 @@ def _cell(value: Any) -> str:
 
 def markdown(runs: list[RunLog]) -> str:
     settings = hparam_labels()
-    header = ["run", *settings.values(), "last logged step", "val PSNR per epoch (dB)", "avg PSNR (dB)", "best val PSNR (dB)", "copy-first-frame (dB)"]
+    header = [
+        "run",
+        *settings.values(),
+        "last logged step",
+        "val PSNR per epoch (dB)",
+        "avg PSNR (dB)",
+        "best val PSNR (dB)",
+        "copy-first-frame (dB)",
+    ]
     lines = ["# Training report", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for run in runs:
         best = run.last(VAL.best_psnr)

@@ -178,9 +178,7 @@ def generate(
     """
     batch, steps = labels.shape[:2]
     height, width = first_frame.shape[-2:]
-    label_features = torch.cat(
-        [_unflat(model.encode_labels(_flat(chunk)), batch) for chunk in labels[:, 1:].split(LABEL_CHUNK, dim=1)], dim=1
-    )
+    label_features = torch.cat([_unflat(model.encode_labels(_flat(chunk)), batch) for chunk in labels[:, 1:].split(LABEL_CHUNK, dim=1)], dim=1)
     latent_shape = (batch, model.config.N_dim, height, width)
     frames, prev = [first_frame], first_frame
     for t in range(steps - 1):

@@ -58,7 +58,9 @@ def _train(config: Config) -> int:
     if evaluation is not None:
         minutes = (time.perf_counter() - started) / 60
         print(f"done in {minutes:.1f} min; best epoch {loop.state.best_epoch}: {summary_line(evaluation)}")
-        print(f"outputs in {config.train.save_root} (eval/ has the CSV, plot and GIF); tensorboard --logdir {config.train.logging_dir or config.train.save_root}")
+        print(
+            f"outputs in {config.train.save_root} (eval/ has the CSV, plot and GIF); tensorboard --logdir {config.train.logging_dir or config.train.save_root}"
+        )
     return 0
 
 

@@ -50,8 +50,16 @@ def test_config_parses_with_accelerates_loader(name):
 
 
 def launch(config: str, processes: int, save_root: Path, dataset_root: Path, precision: str = "no"):
-    extra = ["--config_file", str(CONFIGS / config), "--num_processes", str(processes), "--main_process_port", str(free_port()),
-             "--mixed_precision", precision]
+    extra = [
+        "--config_file",
+        str(CONFIGS / config),
+        "--num_processes",
+        str(processes),
+        "--main_process_port",
+        str(free_port()),
+        "--mixed_precision",
+        precision,
+    ]
     result = accelerate_launch(["--DR", str(dataset_root), "--save_root", str(save_root), *RUN], cwd=save_root.parent, extra=extra, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     return result
@@ -82,7 +90,9 @@ def test_single_gpu_script_reaches_train_py_with_the_rtx_config(tmp_path):
     environment = run_env()
     environment["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), environment["PATH"]])
     environment.update(RUNS=str(tmp_path / "runs"))
-    result = subprocess.run([str(REPO / "launch" / "single_gpu.sh"), "--help"], cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=900)
+    result = subprocess.run(
+        [str(REPO / "launch" / "single_gpu.sh"), "--help"], cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=900
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "training on 1 GPU(s)" in result.stdout and f"tensorboard --logdir {tmp_path / 'runs'}" in result.stdout
     assert "usage: cvae_dist/train.py" in result.stdout

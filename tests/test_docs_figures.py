@@ -54,7 +54,10 @@ def test_teacher_forcing_figure_plots_the_schedules_values():
 def test_the_docs_command_regenerates_every_embedded_figure(tmp_path):
     done = subprocess.run(
         [sys.executable, "-m", "cvae_dist.docs_figures", "schedules", "--out", str(tmp_path)],
-        env=run_env(), capture_output=True, text=True, timeout=120,
+        env=run_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 0, done.stderr
     written = sorted(p.name for p in tmp_path.iterdir())

@@ -69,8 +69,7 @@ def build(config: Config) -> Parts:
     parts = Parts(config, accelerator, model, optimizer, scheduler, loader, sampler, windows, val_video, precision_of(accelerator, model))
     if parts.batches_in_epoch(0) == 0:
         raise UserError(
-            f"{len(windows)} training windows are too few for --batch_size {config.train.batch_size} "
-            f"on {accelerator.num_processes} process(es)"
+            f"{len(windows)} training windows are too few for --batch_size {config.train.batch_size} on {accelerator.num_processes} process(es)"
         )
     return parts
 

@@ -71,8 +71,11 @@ class Loop:
         accelerator, epochs = self.accelerator, self.config.train.num_epoch
         if resumed is not None:
             print(f"resumed from {resumed} at epoch {self.state.epoch}, step {self.state.step}", flush=True)
-        print(f"world size {accelerator.num_processes} ({accelerator.distributed_type.value}, {accelerator.device.type}, "
-              f"mixed precision {accelerator.mixed_precision})", flush=True)
+        print(
+            f"world size {accelerator.num_processes} ({accelerator.distributed_type.value}, {accelerator.device.type}, "
+            f"mixed precision {accelerator.mixed_precision})",
+            flush=True,
+        )
         for note in (device_note(accelerator), self.schedules.warning()):
             if note:
                 print(note, file=sys.stderr, flush=True)
@@ -143,10 +146,12 @@ class Loop:
         with self.accelerator.accumulate(self.model):
             with self.parts.precision.autocast():
                 noise = latent_noise(self.config.train.seed, state.epoch, windows, frames, self.config.model.N_dim)
-                out = self.model(frames, labels, noise, forced, recompute=self.config.train.recompute_activations,
-                                 one_step=method.one_step_weight > 0)
-            terms = cvae_loss(out.pred, frames[:, 1:], out.mu, out.logvar, state.beta, method.kl_last_frame_only,
-                              out.one_step, method.one_step_weight)
+                out = self.model(
+                    frames, labels, noise, forced, recompute=self.config.train.recompute_activations, one_step=method.one_step_weight > 0
+                )
+            terms = cvae_loss(
+                out.pred, frames[:, 1:], out.mu, out.logvar, state.beta, method.kl_last_frame_only, out.one_step, method.one_step_weight
+            )
             self.accelerator.backward(terms.total)
             grad_norm, finite = torch.zeros((), device=frames.device), True
             if self.accelerator.sync_gradients:
@@ -158,8 +163,13 @@ class Loop:
                 # With fp16 the GradScaler skips a non-finite step itself and must see it to lower its scale.
                 self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
-        return {"loss": terms.total.detach(), "mse": terms.mse.detach(), "kl": terms.kl.detach(),
-                "teacher_forcing": forced_share, "grad_norm": grad_norm.detach()}
+        return {
+            "loss": terms.total.detach(),
+            "mse": terms.mse.detach(),
+            "kl": terms.kl.detach(),
+            "teacher_forcing": forced_share,
+            "grad_norm": grad_norm.detach(),
+        }
 
     def validate(self) -> Evaluation:
         """Roll out the validation video; every process runs it so sharded models can gather weights."""
@@ -172,20 +182,29 @@ class Loop:
             state.best_psnr, state.best_epoch = evaluation.average, state.epoch
             self.folder.save_best(state.step, state.epoch)
         if self.is_main:
-            self.accelerator.log({
-                VAL.psnr: evaluation.average, VAL.best_psnr: state.best_psnr, VAL.baseline_psnr: evaluation.baseline_average,
-                VAL.one_step_psnr: evaluation.one_step_average, VAL.copy_previous_psnr: evaluation.copy_previous_average,
-            }, step=state.epoch)
+            self.accelerator.log(
+                {
+                    VAL.psnr: evaluation.average,
+                    VAL.best_psnr: state.best_psnr,
+                    VAL.baseline_psnr: evaluation.baseline_average,
+                    VAL.one_step_psnr: evaluation.one_step_average,
+                    VAL.copy_previous_psnr: evaluation.copy_previous_average,
+                },
+                step=state.epoch,
+            )
             self._log_strip(VAL.rollout, evaluation)
             self.progress.write(
-                f"epoch {state.epoch}: validation PSNR {evaluation.average:.2f} dB" + (" (best)" if improved else "")
+                f"epoch {state.epoch}: validation PSNR {evaluation.average:.2f} dB"
+                + (" (best)" if improved else "")
                 + f"; one step ahead {evaluation.one_step_average:.2f} dB (copy previous {evaluation.copy_previous_average:.2f} dB)"
             )
         return evaluation
 
     def _evaluate(self, model) -> Evaluation:
         data, device = self.config.data, self.accelerator.device
-        return evaluate_video(model, self.parts.val_video, device, data.val_vi_len, seed=self.config.train.seed, autocast=self.parts.precision.autocast)
+        return evaluate_video(
+            model, self.parts.val_video, device, data.val_vi_len, seed=self.config.train.seed, autocast=self.parts.precision.autocast
+        )
 
     def _recalibration_labels(self):
         """Pose labels of training windows evenly spaced over the video, in training-size batches, the same on every process."""

@@ -43,7 +43,11 @@ def make_accelerator(config: Config) -> Accelerator:
         dataloader_config=DataLoaderConfiguration(non_blocking=True),
     )
     if accelerator.mixed_precision == "fp16" and accelerator.device.type == "cpu" and accelerator.is_main_process:
-        print("warning: --mixed_precision fp16 does nothing on a CPU (Accelerate trains in fp32 there); use bf16 for mixed precision on a CPU", file=sys.stderr, flush=True)
+        print(
+            "warning: --mixed_precision fp16 does nothing on a CPU (Accelerate trains in fp32 there); use bf16 for mixed precision on a CPU",
+            file=sys.stderr,
+            flush=True,
+        )
     if uses_deepspeed(accelerator):
         _fix_deepspeed_config(accelerator.state.deepspeed_plugin.deepspeed_config, config)
     return accelerator

@@ -70,4 +70,3 @@ def ignore_stop_signals(worker_id: int) -> None:
     that the training process is finishing before it saves."""
     for sig in STOP_SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
-
