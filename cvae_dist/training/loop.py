@@ -40,8 +40,8 @@ class Loop:
         self.guard = NonFiniteGuard(self.accelerator, train, self.state, self.folder.latest)
         self.is_main = self.accelerator.is_main_process
 
-    def fit(self) -> Evaluation:
-        """Train (or go on training) for --num_epoch epochs, then evaluate the best weights."""
+    def fit(self) -> Evaluation | None:
+        """Train (or go on training) for --num_epoch epochs, then evaluate the best weights (the evaluation on the main process)."""
         train, state = self.config.train, self.state
         try:
             with StopSignal(self.accelerator.num_processes) as self.stop:
