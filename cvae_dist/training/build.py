@@ -52,6 +52,7 @@ class Parts:
         return self.sampler.windows_in_epoch(epoch) // (self.config.train.batch_size * self.accelerator.num_processes)
 
     def steps_in_epoch(self, epoch: int) -> int:
+        """Optimizer steps in an epoch (a last, shorter accumulation still steps)."""
         return math.ceil(self.batches_in_epoch(epoch) / self.config.train.gradient_accumulation_steps)
 
 
@@ -93,6 +94,7 @@ def windows_in_epoch(data: DataConfig, windows: int, frames: int) -> Callable[[i
 
 
 def training_loader(config: Config, windows: IndexedWindows, sampler: WindowSampler) -> DataLoader:
+    """Batches of windows in the sampler's order, from pinned memory on CUDA; workers leave stop signals to training."""
     return DataLoader(
         windows,
         batch_size=config.train.batch_size,
@@ -133,6 +135,7 @@ def make_model(config: Config, accelerator: Accelerator) -> torch.nn.Module:
 
 
 def make_optimizer(model: torch.nn.Module, train: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+    """--optim at --lr."""
     optimizer_class = torch.optim.AdamW if train.optim == "AdamW" else torch.optim.Adam
     # Adam's fastest implementation on the device: one fused kernel on CUDA, batched (foreach) ops elsewhere.
     fastest = {"fused": True} if device.type == "cuda" else {"foreach": True}

@@ -23,6 +23,7 @@ HALF = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def make_accelerator(config: Config) -> Accelerator:
+    """The run's Accelerator: whatever device is there, gloo where there is no GPU, DeepSpeed's config fixed for this run."""
     train = config.train
     on_cpu = not (torch.cuda.is_available() or torch.backends.mps.is_available())
     deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
