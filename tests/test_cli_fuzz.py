@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cvae_dist import config, docs_figures, evaluate, generate, interop, report, sweep, tb_summary, train
-from cvae_dist.data import synthetic
+from cvae_dist.data.synthetic import __main__ as synthetic
 from cvae_dist.errors import run_command
 
 
