@@ -35,7 +35,7 @@ def make_data(kind: str, seed: int, root: Path, train_frames: int) -> Path:
         return generate_dataset(root, train_frames=train_frames, seed=seed)
     import independent_dataset
 
-    if not (root / "val").is_dir():
+    if not root.is_dir():
         independent_dataset.generate(root, train_frames=train_frames, seed=seed)
     return root
 

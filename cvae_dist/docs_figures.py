@@ -6,6 +6,9 @@ python -m cvae_dist.docs_figures schedules --out docs/figures
 python -m cvae_dist.docs_figures demo --run runs/demo --out docs/images
     the README's picture: the demo's PSNR per frame (demo_psnr.png) and a strip of its
     rollout, prediction | truth | pose at a few frames (demo_frames.png).
+python -m cvae_dist.docs_figures data --root data/synthetic-6400 --out docs/images
+    a dataset's validation video at a few frames: as stored, as a model sees it (32x64),
+    and its pose label (dataset_frames.png).
 """
 
 from __future__ import annotations
@@ -156,6 +159,37 @@ def write_demo_images(run_dir: str | Path, out_dir: str | Path) -> dict[str, Pat
     return paths
 
 
+def data_figure(root: str | Path, count: int = 6) -> Figure:
+    """`count` evenly spaced frames of a dataset's validation video: as stored, at 32x64, and the label."""
+    from cvae_dist.data.course import paired
+    from cvae_dist.data.images import read_rgb
+
+    images, labels = paired(Path(root) / "val" / "val_img", Path(root) / "val" / "val_label")
+    picks = np.linspace(0, len(images) - 1, count).round().astype(int)
+    figure = Figure(figsize=(2.2 * count, 3.6), layout="constrained")
+    rows = figure.subplots(3, count, squeeze=False)
+    for column, t in enumerate(picks):
+        stored = iio.imread(images[t])[..., :3]
+        small = read_rgb(images[t], 32, 64).transpose(1, 2, 0)
+        for axes, picture in zip(rows[:, column], (stored, small, iio.imread(labels[t])[..., :3])):
+            axes.imshow(picture, interpolation="nearest")
+            axes.set_xticks([])
+            axes.set_yticks([])
+        rows[0, column].set_title(f"frame {t}", fontsize=9)
+    for axes, name in zip(rows[:, 0], ("stored", "32x64", "label")):
+        axes.set_ylabel(name, fontsize=9)
+    figure.suptitle(f"{Path(root).name}: the validation video", fontsize=10)
+    return figure
+
+
+def write_data_image(root: str | Path, out_dir: str | Path) -> dict[str, Path]:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "dataset_frames.png"
+    data_figure(root).savefig(path, dpi=100)
+    return {"frames": path}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(prog="python -m cvae_dist.docs_figures", description="Draw the figures of the docs.")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
@@ -167,11 +201,19 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="the README's picture from a finished run (make demo)")
     demo.add_argument("--run", default="runs/demo", help="the run folder (default: runs/demo)")
     demo.add_argument("--out", default="docs/images", type=output_folder, help="folder for demo_psnr.png and demo_frames.png (default: docs/images)")
+    data = commands.add_parser("data", help="frames and labels of a dataset's validation video")
+    data.add_argument("--root", default="data/synthetic-6400", help="the dataset, in the course layout (default: data/synthetic-6400)")
+    data.add_argument("--out", default="docs/images", type=output_folder, help="folder for dataset_frames.png (default: docs/images)")
     return parser
 
 
 def _draw(args: argparse.Namespace) -> None:
-    paths = write_schedule_figures(args.out) if args.command == "schedules" else write_demo_images(args.run, args.out)
+    if args.command == "schedules":
+        paths = write_schedule_figures(args.out)
+    elif args.command == "demo":
+        paths = write_demo_images(args.run, args.out)
+    else:
+        paths = write_data_image(args.root, args.out)
     print("wrote " + ", ".join(str(p) for p in paths.values()))
 
 

@@ -46,6 +46,11 @@ fi
 name=$(python -m cvae_dist.sweep "$grid" --index "$index" --name)
 eval "point=($(python -m cvae_dist.sweep "$grid" --index "$index"))"
 
+# CPU threads of the task's training process: the CPUs Slurm gave the task. Unset, `accelerate launch`
+# with a CPU config gives every process all of the node's cores, and tasks sharing a node fight over
+# them (PyTorch's threads then spin and wait: a step can take ten times longer).
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-${SLURM_CPUS_PER_TASK:-1}}
+
 log_root=${LOG_ROOT:-runs/$(basename "$grid" .yaml)}
 run="$log_root/$name"
 if [ -z "${ACCELERATE_CONFIG:-}" ]; then

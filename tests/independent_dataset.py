@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -198,9 +199,19 @@ def generate(
     test_sequences: int = 5,
     test_frames: int = 630,
 ) -> Path:
-    """Write the dataset under ``root`` (which must not exist yet) and return it."""
+    """Write the dataset under ``root`` (which must not exist yet) and return it. It is written
+    beside it first and renamed into place, so that an interrupted run leaves no partial ``root``."""
     root = Path(root)
-    root.mkdir(parents=True)
+    if root.exists():
+        raise FileExistsError(f"{root} already exists")
+    staging = root.with_name(root.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    _write(staging, train_frames, seed, clip_frames, val_frames, test_sequences, test_frames)
+    staging.rename(root)
+    return root
+
+
+def _write(root: Path, train_frames: int, seed: int, clip_frames: int, val_frames: int, test_sequences: int, test_frames: int) -> None:
     backdrop = _backdrop(SUPERSAMPLE)
     streams = np.random.SeedSequence(seed).spawn(3)
     clips = streams[0].spawn(math.ceil(train_frames / clip_frames))
@@ -210,7 +221,6 @@ def generate(
     _write_video(Motion(np.random.default_rng(streams[1]), val_frames), root / "val/val_img", root / "val/val_label", 0, val_frames, backdrop)
     for k, stream in enumerate(streams[2].spawn(test_sequences)):
         _write_video(Motion(np.random.default_rng(stream), test_frames), root / f"test/test_img/{k}", root / f"test/test_label/{k}", 0, 1, backdrop)
-    return root
 
 
 def main(argv=None) -> None:

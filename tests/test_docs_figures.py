@@ -87,3 +87,22 @@ def test_demo_images_from_a_run_folder(tmp_path):
     with pytest.raises(docs_figures.UserError, match="rollout.gif"):
         (run / "eval" / "rollout.gif").unlink()
         docs_figures.write_demo_images(run, tmp_path / "images")
+
+
+def test_data_image_shows_the_validation_video_stored_small_and_as_labels(dataset_root, tmp_path):
+    figure = docs_figures.data_figure(dataset_root, count=4)
+    grids = [axes.images[0].get_array() for axes in figure.axes]
+    assert len(grids) == 12
+    stored, small, label = grids[0], grids[4], grids[8]
+    assert stored.shape == (64, 128, 3) and small.shape == (32, 64, 3)  # the fixture's PNGs, and what a model sees
+    assert np.array_equal(stored, iio.imread(dataset_root / "val" / "val_img" / "0.png"))
+    assert (np.asarray(label) == 255).all(-1).mean() > 0.8  # a pose label: mostly white
+    done = subprocess.run(
+        [sys.executable, "-m", "cvae_dist.docs_figures", "data", "--root", str(dataset_root), "--out", str(tmp_path)],
+        env=run_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert iio.imread(tmp_path / "dataset_frames.png").shape[1] > 600

@@ -151,7 +151,7 @@ def test_consecutive_frames_are_close_compared_with_distant_ones(dataset):
 
 def test_joints_move_smoothly_across_segment_changes():
     for seed in range(3):
-        moves = _performance(seed)
+        moves = _performance(seed, fps=10)
         joints = np.stack([pose.joints for pose in moves])
         steps = np.linalg.norm(np.diff(joints, axis=0), axis=-1)
         assert steps.max() < 0.3  # image heights per frame at 10 fps (a hand in the fastest turn): no jumps
@@ -357,6 +357,16 @@ def test_the_built_in_set_is_made_again_when_outdated(tmp_path, monkeypatch):
 
 def _partial(function, **fixed):
     return lambda root, **given: function(root, **{**given, **fixed})
+
+
+def test_staging_left_by_a_killed_run_is_removed(tmp_path):
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    abandoned = tmp_path / f"data.tmp-{int(finished.stdout)}"  # a process that is gone
+    (abandoned / "train").mkdir(parents=True)
+    ours = tmp_path / f"other.tmp-{os.getpid()}"  # another dataset's staging, of a live process
+    ours.mkdir()
+    _generate(tmp_path / "data")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", ours.name]
 
 
 def test_bad_settings_raise_value_error(tmp_path):

@@ -100,7 +100,7 @@ _NEUTRAL = dict(
 _MIRRORED_SIGN = ("sway", "lean", "head", "travel", "yaw")
 
 # Timings in seconds; a performance is sampled at `fps` frames per second.
-DEFAULT_FPS = 10.0
+DEFAULT_FPS = 5.0
 MIN_FPS, MAX_FPS = 1, 120
 _CROSSFADE_SECONDS = 0.55
 _PERIOD_SECONDS = (1.0, 2.0)  # one dance cycle

@@ -266,9 +266,8 @@ def generate_dataset(
         if progress:
             print(f"{root} {_why_not_reused(found)}: making it again")
     root.parent.mkdir(parents=True, exist_ok=True)
+    _remove_abandoned_staging(root)
     staging = root.with_name(f"{root.name}.tmp-{os.getpid()}")
-    if staging.exists():
-        _remove(staging)
     try:
         _build(staging, videos, manifest, settings, workers or os.cpu_count() or 1, progress)
         _move_into_place(staging, root)
@@ -277,6 +276,24 @@ def generate_dataset(
             _remove(staging)
         raise
     return root
+
+
+def _remove_abandoned_staging(root: Path) -> None:
+    """Staging folders of earlier runs whose process is gone (killed before it could clean up)."""
+    for staging in root.parent.glob(f"{root.name}.tmp-*"):
+        pid = staging.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _running(int(pid)):
+            _remove(staging)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _move_into_place(staging: Path, root: Path) -> None:
