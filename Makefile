@@ -12,8 +12,10 @@ LAUNCH := $(BIN)/accelerate launch --num_processes 1 --num_machines 1 --mixed_pr
 demo: setup
 	$(LAUNCH) cvae_dist/train.py
 
-## test: set up (with the test extras and a local Slurm), then run the whole test suite
+## test: set up (with the test extras and a local Slurm), lint and check the formatting (ruff), then run the whole test suite
 test: setup-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 ## bench: set up, then compare cvae_dist with a plain course-style loop on this machine (see docs/benchmarks.md)

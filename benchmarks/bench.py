@@ -4,7 +4,7 @@
 
 Prints one table and writes it as JSON. Rows:
   train   frames/s and peak memory of a training step: a plain frame-by-frame loop written the
-          way the course's code is (batch 2, fp32), and cvae_dist's real `Trainer.train_batch` at
+          way the course's code is (batch 2, fp32), and cvae_dist's real `Loop.train_batch` at
           the same settings and at larger batches and bf16, teacher forcing on and off;
   data    frames/s delivered by the training loader from the uint8 cache, and by a loader that
           decodes the PNGs of every window each time (as the course's dataset does);
@@ -37,7 +37,7 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -68,14 +68,29 @@ class Settings:
 def settings_for(args) -> Settings:
     if args.quick:
         return Settings(
-            preset=args.preset or "tiny", window=4, batches=args.batches or [2, 4], precisions=args.precisions, rollout_frames=16,
-            memory_windows=[4, 8], warmup=1, repeats=2, train_frames=128, loader_epochs=8,
+            preset=args.preset or "tiny",
+            window=4,
+            batches=args.batches or [2, 4],
+            precisions=args.precisions,
+            rollout_frames=16,
+            memory_windows=[4, 8],
+            warmup=1,
+            repeats=2,
+            train_frames=128,
+            loader_epochs=8,
         )
     on_gpu = args.device == "cuda"
     return Settings(
-        preset=args.preset or "lab", window=16, batches=args.batches or ([2, 16, 64] if on_gpu else [2, 8]), precisions=args.precisions,
-        rollout_frames=630, memory_windows=[8, 16, 32, 64], warmup=2 if on_gpu else 1, repeats=10 if on_gpu else 3,
-        train_frames=2048, loader_epochs=4,
+        preset=args.preset or "lab",
+        window=16,
+        batches=args.batches or ([2, 16, 64] if on_gpu else [2, 8]),
+        precisions=args.precisions,
+        rollout_frames=630,
+        memory_windows=[8, 16, 32, 64],
+        warmup=2 if on_gpu else 1,
+        repeats=10 if on_gpu else 3,
+        train_frames=2048,
+        loader_epochs=4,
     )
 
 
@@ -228,9 +243,14 @@ class Bench:
         data_dir = Path(args.data) if args.data else REPO / "data"
         self.root = generate_dataset(
             data_dir / f"bench-{settings.train_frames}-{settings.rollout_frames}",
-            train_frames=settings.train_frames, clip_frames=min(320, settings.train_frames),
-            val_frames=settings.rollout_frames, test_frames=settings.rollout_frames, test_sequences=5,
-            height=64, width=128, progress=False,
+            train_frames=settings.train_frames,
+            clip_frames=min(320, settings.train_frames),
+            val_frames=settings.rollout_frames,
+            test_frames=settings.rollout_frames,
+            test_sequences=5,
+            height=64,
+            width=128,
+            progress=False,
         )
 
     def add(self, row: Row) -> None:
@@ -241,9 +261,16 @@ class Bench:
 
     def report(self, finished: bool) -> dict:
         command = " ".join(["python", "benchmarks/bench.py", *self.args.argv])
-        return {"machine": machine(self.device), "command": command, "finished": finished, "settings": asdict(self.s),
-                "seconds": time.perf_counter() - self.started, "rows": [asdict(r) for r in self.rows],
-                "out_of_memory": self.out_of_memory, "summary": summary(self.rows, self.s, self.args.peak_tflops)}
+        return {
+            "machine": machine(self.device),
+            "command": command,
+            "finished": finished,
+            "settings": asdict(self.s),
+            "seconds": time.perf_counter() - self.started,
+            "rows": [asdict(r) for r in self.rows],
+            "out_of_memory": self.out_of_memory,
+            "summary": summary(self.rows, self.s, self.args.peak_tflops),
+        }
 
     def write_json(self, finished: bool) -> dict:
         report = self.report(finished)
@@ -266,20 +293,21 @@ class Bench:
         torch.cuda.empty_cache()
         return None
 
-    def trainer(self, **flags):
-        """cvae_dist's own Trainer with these flags, on the benchmark's dataset."""
-        from accelerate.state import AcceleratorState, GradientState
-
+    def config(self, **flags):
+        """cvae_dist's settings for the benchmark's dataset, with these flags."""
         from cvae_dist.config import parse_args
-        from cvae_dist.train import Trainer
 
-        # Accelerate keeps one process-wide state; each configuration (precision) gets a fresh one.
-        AcceleratorState._reset_state()
-        GradientState._reset_state()
         settings = {
-            "DR": self.root, "save_root": self.workdir / "run", "preset": self.s.preset, "train_vi_len": self.s.window,
+            "DR": self.root,
+            "save_root": self.workdir / "run",
+            "preset": self.s.preset,
+            "train_vi_len": self.s.window,
             "val_vi_len": self.s.rollout_frames,  # the validation video's length: training refuses a longer one
-            "batch_size": 2, "mixed_precision": "no", "num_workers": 0, "lr_milestones": "", "kl_anneal_type": "Without",
+            "batch_size": 2,
+            "mixed_precision": "no",
+            "num_workers": 0,
+            "lr_milestones": "",
+            "kl_anneal_type": "Without",
             **flags,
         }
         argv = []
@@ -288,10 +316,26 @@ class Bench:
                 argv.append(f"--{key}" if value else f"--no-{key}")
             else:
                 argv += [f"--{key}", *str(value).split()]
-        return Trainer(parse_args(argv))
+        return parse_args(argv)
 
-    def batch(self, trainer):
-        frames, labels, indices = next(iter(trainer.loader))
+    def parts(self, precision: str = "no", **flags):
+        """cvae_dist's own run parts for these flags, computing in `precision`.
+
+        Accelerate's state is one per process and stays at fp32 here; the parts' one autocast,
+        which every forward pass of a run computes in, applies the row's precision."""
+        from cvae_dist.training import build
+        from cvae_dist.training.precision import HALF, Precision
+
+        return replace(build(self.config(**flags)), precision=Precision(self.device.type, HALF.get(precision)))
+
+    def batch(self, size: int, window: int):
+        """The first `size` training windows of `window` frames, uint8 on the device, and their indices."""
+
+        from cvae_dist.data.course import CourseDataset, IndexedWindows, collate_windows
+
+        data = self.config().data
+        windows = IndexedWindows(CourseDataset(self.root, data.frame_H, data.frame_W, progress=False).train(), window)
+        frames, labels, indices = collate_windows([windows[i] for i in range(size)])
         return frames.to(self.device), labels.to(self.device), indices
 
     # -- training --
@@ -299,26 +343,51 @@ class Bench:
     def train_plain(self, teacher_forcing: bool, reencode: bool) -> Row:
         import torch
 
-        trainer = self.trainer()  # for its data only
-        frames, labels, _ = self.batch(trainer)
+        frames, labels, _ = self.batch(2, self.s.window)
         frames, labels = frames.float() / 255, labels.float() / 255
         torch.manual_seed(0)
         from cvae_dist.model import CVAE
 
-        model = CVAE(trainer.config.model).to(self.device)
+        model = CVAE(self.config().model).to(self.device)
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-        seconds, peak = time_it(lambda: plain_step(model, optimizer, frames, labels, teacher_forcing, 1.0, reencode), self.device, self.s.warmup, self.s.repeats)
-        how = "course, re-encodes x_{t-1}" if reencode else "each frame encoded once"
-        return self._train_row(f"plain loop ({how}), batch 2, fp32, TF {'on' if teacher_forcing else 'off'}", frames.shape, seconds, peak, teacher_forcing=teacher_forcing)
-
-    def train_cvae(self, batch: int, precision: str, teacher_forcing: bool, window: int | None = None, checkpointing: bool = False, compile: bool = False, section: str = "train") -> Row:
-        trainer = self.trainer(
-            batch_size=batch, mixed_precision=precision, tfr=1.0 if teacher_forcing else 0.0, train_vi_len=window or self.s.window,
-            activation_checkpointing=checkpointing, compile=compile,
+        seconds, peak = time_it(
+            lambda: plain_step(model, optimizer, frames, labels, teacher_forcing, 1.0, reencode), self.device, self.s.warmup, self.s.repeats
         )
-        frames, labels, indices = self.batch(trainer)
-        trainer.model.train()
-        seconds, peak = time_it(lambda: trainer.train_batch(frames, labels, indices), self.device, self.s.warmup + (2 if compile else 0), self.s.repeats)
+        how = "course, re-encodes x_{t-1}" if reencode else "each frame encoded once"
+        return self._train_row(
+            f"plain loop ({how}), batch 2, fp32, TF {'on' if teacher_forcing else 'off'}",
+            frames.shape,
+            seconds,
+            peak,
+            teacher_forcing=teacher_forcing,
+        )
+
+    def train_cvae(
+        self,
+        batch: int,
+        precision: str,
+        teacher_forcing: bool,
+        window: int | None = None,
+        checkpointing: bool = False,
+        compile: bool = False,
+        section: str = "train",
+    ) -> Row:
+        from cvae_dist.training import Loop
+
+        window = window or self.s.window
+        loop = Loop(
+            self.parts(
+                precision,
+                batch_size=batch,
+                tfr=1.0 if teacher_forcing else 0.0,
+                train_vi_len=window,
+                recompute_activations=checkpointing,
+                compile=compile,
+            )
+        )
+        frames, labels, indices = self.batch(batch, window)
+        loop.model.train()
+        seconds, peak = time_it(lambda: loop.train_batch(frames, labels, indices), self.device, self.s.warmup + (2 if compile else 0), self.s.repeats)
         name = f"cvae_dist, batch {batch}, {precision_name(precision)}, TF {'on' if teacher_forcing else 'off'}"
         if section == "memory":
             name = f"cvae_dist, window {window}, checkpointing {'on' if checkpointing else 'off'}"
@@ -360,27 +429,32 @@ class Bench:
     def run_data(self) -> None:
         from torch.utils.data import DataLoader
 
-        from cvae_dist.data.course import paired
+        from cvae_dist.data.course import CourseDataset, IndexedWindows, WindowSampler, paired
+        from cvae_dist.training.build import training_loader
 
         for workers in (0, 2):
-            trainer = self.trainer(num_workers=workers, batch_size=8)
-            loader = trainer.loader
+            config = self.config(num_workers=workers, batch_size=8)
+            windows = IndexedWindows(CourseDataset(self.root, config.data.frame_H, config.data.frame_W, progress=False).train(), self.s.window)
+            sampler = WindowSampler(lambda epoch: len(windows), shuffle=True, seed=0)
+            loader = training_loader(config, windows, sampler)
 
             def epochs():
                 for epoch in range(self.s.loader_epochs):
-                    loader.set_epoch(epoch)
+                    sampler.set_epoch(epoch)
                     for frames, labels, _ in loader:
-                        pass
+                        frames, labels = frames.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
                 return frames, labels
 
             seconds, _ = time_it(epochs, self.device, 1, self.s.repeats, memory=False)
             loaded = self.s.loader_epochs * len(loader) * 8 * self.s.window
             self.add(Row("data", f"uint8 cache, training loader, {workers} workers", loaded / seconds, seconds, notes={"workers": workers}))
         images, labels = paired(self.root / "train" / "train_img", self.root / "train" / "train_label")
-        windows = PngWindows(images, labels, self.s.window, trainer.config.data.frame_H, trainer.config.data.frame_W)
+        windows = PngWindows(images, labels, self.s.window, config.data.frame_H, config.data.frame_W)
         for workers in (0, 2):
             loader = DataLoader(windows, batch_size=8, num_workers=workers, persistent_workers=workers > 0, pin_memory=self.device.type == "cuda")
-            seconds, _ = time_it(lambda: [batch[0].to(self.device, non_blocking=True) for batch in loader], self.device, 1, self.s.repeats, memory=False)
+            seconds, _ = time_it(
+                lambda: [batch[0].to(self.device, non_blocking=True) for batch in loader], self.device, 1, self.s.repeats, memory=False
+            )
             loaded = len(windows) * self.s.window
             self.add(Row("data", f"PNG decoding every epoch (course), {workers} workers", loaded / seconds, seconds, notes={"workers": workers}))
 
@@ -395,24 +469,34 @@ class Bench:
 
         frames = self.s.rollout_frames
         for precision in self.s.precisions:
-            trainer = self.trainer(mixed_precision=precision)
-            model = trainer.accelerator.unwrap_model(trainer.model).eval()
+            parts = self.parts(precision)
+            model = parts.accelerator.unwrap_model(parts.model).eval()
             label = precision_name(precision)
             seconds, peak = time_it(
-                lambda: evaluate_video(model, trainer.val_video, self.device, frames, autocast=trainer.accelerator.autocast),
-                self.device, 1, max(1, self.s.repeats // 2),
+                lambda: evaluate_video(model, parts.val_video, self.device, frames, autocast=parts.precision.autocast),
+                self.device,
+                1,
+                max(1, self.s.repeats // 2),
             )
             self.add(Row("rollout", f"cvae_dist validation, {frames} frames, {label}", (frames - 1) / seconds, seconds, peak / MiB))
-            tests = CourseDataset(self.root, trainer.config.data.frame_H, trainer.config.data.frame_W, progress=False).test()
+            tests = CourseDataset(self.root, parts.config.data.frame_H, parts.config.data.frame_W, progress=False).test()
             first = to_unit_float(torch.stack([torch.from_numpy(s.first_frame.copy()) for s in tests])).to(self.device)
             labels = to_unit_float(torch.stack([torch.from_numpy(s.labels[:frames].copy()) for s in tests])).to(self.device)
 
             def batched():
-                with trainer.accelerator.autocast():
+                with parts.precision.autocast():
                     return generate(model, first, labels)
 
             seconds, peak = time_it(batched, self.device, 1, max(1, self.s.repeats // 2))
-            self.add(Row("rollout", f"cvae_dist test, {len(tests)} sequences batched, {frames} frames, {label}", len(tests) * (frames - 1) / seconds, seconds, peak / MiB))
+            self.add(
+                Row(
+                    "rollout",
+                    f"cvae_dist test, {len(tests)} sequences batched, {frames} frames, {label}",
+                    len(tests) * (frames - 1) / seconds,
+                    seconds,
+                    peak / MiB,
+                )
+            )
             if precision == "no":
 
                 @torch.no_grad()
@@ -420,7 +504,15 @@ class Bench:
                     return [plain_generate(model, first[i : i + 1], labels[i]) for i in range(len(tests))]
 
                 seconds, peak = time_it(one_by_one, self.device, 1, max(1, self.s.repeats // 2))
-                self.add(Row("rollout", f"plain loop test, {len(tests)} sequences one by one, {frames} frames, fp32", len(tests) * (frames - 1) / seconds, seconds, peak / MiB))
+                self.add(
+                    Row(
+                        "rollout",
+                        f"plain loop test, {len(tests)} sequences one by one, {frames} frames, fp32",
+                        len(tests) * (frames - 1) / seconds,
+                        seconds,
+                        peak / MiB,
+                    )
+                )
 
     # -- memory --
 
@@ -552,17 +644,32 @@ def precision_list(text: str) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1]
+    )
     parser.add_argument("--device", choices=["cpu", "cuda"], help="where to run (default: cuda when there is a GPU, else cpu)")
     parser.add_argument("--preset", choices=["lab", "tiny"], help="network widths (default: lab; tiny with --quick)")
-    parser.add_argument("--quick", action="store_true", help="a smoke run of a minute or two on a CPU: tiny preset, short windows and rollouts, 2 repeats")
-    parser.add_argument("--batches", type=batch_list, help="comma-separated batch sizes tried for cvae_dist's settings (default: 2,16,64 on a GPU, 2,8 on a CPU, 2,4 with --quick)")
-    parser.add_argument("--precisions", type=precision_list, default="fp32,bf16", help="comma-separated precisions tried for cvae_dist's settings, of fp32,bf16 (default: both)")
+    parser.add_argument(
+        "--quick", action="store_true", help="a smoke run of a minute or two on a CPU: tiny preset, short windows and rollouts, 2 repeats"
+    )
+    parser.add_argument(
+        "--batches",
+        type=batch_list,
+        help="comma-separated batch sizes tried for cvae_dist's settings (default: 2,16,64 on a GPU, 2,8 on a CPU, 2,4 with --quick)",
+    )
+    parser.add_argument(
+        "--precisions",
+        type=precision_list,
+        default="fp32,bf16",
+        help="comma-separated precisions tried for cvae_dist's settings, of fp32,bf16 (default: both)",
+    )
     parser.add_argument("--compile", action="store_true", help="also time cvae_dist's best setting under --compile (inductor; minutes of compiling)")
     parser.add_argument("--repeats", type=int, help="timed repeats per row, the median reported (default: 10 on a GPU, 3 on a CPU, 2 with --quick)")
     parser.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
     parser.add_argument("--data", help="folder for the synthetic benchmark dataset (default: data/ in the repository)")
-    parser.add_argument("--peak_tflops", type=float, help="the device's peak (e.g. 989 for an H100 SXM in dense bf16), to report the best setting's share of it")
+    parser.add_argument(
+        "--peak_tflops", type=float, help="the device's peak (e.g. 989 for an H100 SXM in dense bf16), to report the best setting's share of it"
+    )
     parser.add_argument("--json", metavar="OUT", help="also write the table and the machine as JSON to this file")
     args = parser.parse_args(argv)
     sections = [s for s in args.sections.split(",") if s]
@@ -570,7 +677,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"--sections: unknown {', '.join(sorted(unknown))}; choose from {','.join(SECTIONS)}")
     if args.device == "cpu":
-        os.environ["CUDA_VISIBLE_DEVICES"] = ""  # the Trainer takes a GPU whenever it sees one
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""  # training takes a GPU whenever it sees one
     import torch
 
     args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -584,9 +691,11 @@ def main(argv: list[str] | None = None) -> int:
         for section in sections:
             getattr(bench, f"run_{section}")()
     report = bench.write_json(finished=True)
-    print(f"# {report['machine']['cpu']} ({report['machine'].get('gpu', 'no GPU')}), torch {torch.__version__}, "
-          f"load average {report['machine']['load_average'][0]:.1f}, preset {settings.preset}, window {settings.window}; "
-          f"* = cvae_dist's best setting; {report['seconds']:.0f} s")
+    print(
+        f"# {report['machine']['cpu']} ({report['machine'].get('gpu', 'no GPU')}), torch {torch.__version__}, "
+        f"load average {report['machine']['load_average'][0]:.1f}, preset {settings.preset}, window {settings.window}; "
+        f"* = cvae_dist's best setting; {report['seconds']:.0f} s"
+    )
     print(table(bench.rows))
     if bench.out_of_memory:
         print(f"out of memory: {'; '.join(bench.out_of_memory)}")

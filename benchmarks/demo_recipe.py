@@ -43,10 +43,27 @@ def make_data(kind: str, seed: int, root: Path, train_frames: int) -> Path:
 def train(data: Path, save_root: Path, threads: int) -> float:
     """The demo's recipe on `data`; returns the wall time in minutes."""
     command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1",
-        "--mixed_precision", "no", "--dynamo_backend", "no", "--num_cpu_threads_per_process", str(threads),
-        str(REPO / "cvae_dist" / "train.py"), "--config", str(DEMO_CONFIG), "--DR", str(data),
-        "--save_root", str(save_root), "--overwrite",
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--num_processes",
+        "1",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--num_cpu_threads_per_process",
+        str(threads),
+        str(REPO / "cvae_dist" / "train.py"),
+        "--config",
+        str(DEMO_CONFIG),
+        "--DR",
+        str(data),
+        "--save_root",
+        str(save_root),
+        "--overwrite",
     ]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     began = time.perf_counter()
@@ -58,23 +75,30 @@ def scores(csv_path: Path) -> dict[str, float]:
     """Averages over frames 1..T-1 of the run's final evaluation."""
     with csv_path.open() as handle:
         rows = list(csv.DictReader(handle))
-    return {key: sum(float(row[key]) for row in rows) / len(rows)
-            for key in ("psnr", "baseline_psnr", "one_step_psnr", "copy_previous_psnr")}
+    return {key: sum(float(row[key]) for row in rows) / len(rows) for key in ("psnr", "baseline_psnr", "one_step_psnr", "copy_previous_psnr")}
 
 
 def row(kind: str, seed: int, found: dict[str, float], minutes: float) -> list[str]:
     return [
-        kind, str(seed), f"{found['baseline_psnr']:.2f}", f"{found['psnr']:.2f}", f"{found['psnr'] - found['baseline_psnr']:+.2f}",
-        f"{found['copy_previous_psnr']:.2f}", f"{found['one_step_psnr']:.2f}",
-        f"{found['one_step_psnr'] - found['copy_previous_psnr']:+.2f}", f"{minutes:.1f}",
+        kind,
+        str(seed),
+        f"{found['baseline_psnr']:.2f}",
+        f"{found['psnr']:.2f}",
+        f"{found['psnr'] - found['baseline_psnr']:+.2f}",
+        f"{found['copy_previous_psnr']:.2f}",
+        f"{found['one_step_psnr']:.2f}",
+        f"{found['one_step_psnr'] - found['copy_previous_psnr']:+.2f}",
+        f"{minutes:.1f}",
     ]
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
-    parser.add_argument("--data", nargs="+", choices=["builtin", "independent"], default=["builtin", "independent"],
-                        help="which generators (default: both)")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1]
+    )
+    parser.add_argument(
+        "--data", nargs="+", choices=["builtin", "independent"], default=["builtin", "independent"], help="which generators (default: both)"
+    )
     parser.add_argument("--seeds", nargs="+", type=int, default=[1], help="dataset seeds (default: 1; the demo's own data is seed 0)")
     parser.add_argument("--train-frames", type=int, default=None, help="training frames (default: the demo's)")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads (default: every core)")

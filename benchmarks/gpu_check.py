@@ -54,8 +54,19 @@ MiB = 2**20
 PEAK_BF16_TFLOPS = (("NVL", None), ("H100 PCIe", 756.0), ("H100", 989.0), ("H200", 989.0))
 
 OPTIONAL_PACKAGES = (
-    "accelerate", "transformers", "safetensors", "tensorboard", "imageio", "PIL", "numpy", "yaml", "tqdm",
-    "matplotlib", "huggingface_hub", "psutil", "deepspeed",
+    "accelerate",
+    "transformers",
+    "safetensors",
+    "tensorboard",
+    "imageio",
+    "PIL",
+    "numpy",
+    "yaml",
+    "tqdm",
+    "matplotlib",
+    "huggingface_hub",
+    "psutil",
+    "deepspeed",
 )
 
 TRAINING_STARTED = "world size "  # the trainer's first line once its stop-signal handler is installed
@@ -104,9 +115,29 @@ GPU = Plan(
     data=["--train-frames", "6400", "--height", "64", "--width", "128"],
     # The demo's recipe (autoregressive from the start, beta fixed at 1) on the lab network; a
     # validation rollout of 630 frames every 10 epochs of 12 steps, so that it costs a few percent.
-    run=["--preset", "lab", "--train_vi_len", "16", "--batch_size", "32", "--num_workers", "4", "--tfr", "0",
-         "--kl_anneal_type", "Without", "--lr_milestones", "--log_every", "10", "--eval_every", "10", "--per_save", "10",
-         "--checkpoints_total_limit", "2"],
+    run=[
+        "--preset",
+        "lab",
+        "--train_vi_len",
+        "16",
+        "--batch_size",
+        "32",
+        "--num_workers",
+        "4",
+        "--tfr",
+        "0",
+        "--kl_anneal_type",
+        "Without",
+        "--lr_milestones",
+        "--log_every",
+        "10",
+        "--eval_every",
+        "10",
+        "--per_save",
+        "10",
+        "--checkpoints_total_limit",
+        "2",
+    ],
     short=["--partial", "0.5", "--batch_size", "16", "--log_every", "1", "--val_vi_len", "64"],
     rtx_launch=[],
     bench=["--device", "cuda", "--sections", "train", "--batches", "2,16,64,128,256", "--repeats", "5", "--compile"],
@@ -120,9 +151,33 @@ GPU = Plan(
 DRY_RUN = Plan(
     device="cpu",
     data=["--train-frames", "64", "--height", "32", "--width", "64"],
-    run=["--preset", "tiny", "--train_vi_len", "4", "--val_vi_len", "8", "--batch_size", "2", "--num_workers", "0", "--tfr", "0",
-         "--kl_anneal_type", "Without", "--lr_milestones", "--log_every", "1", "--eval_every", "1", "--per_save", "1",
-         "--checkpoints_total_limit", "2", "--bn_recalibration_windows", "4"],
+    run=[
+        "--preset",
+        "tiny",
+        "--train_vi_len",
+        "4",
+        "--val_vi_len",
+        "8",
+        "--batch_size",
+        "2",
+        "--num_workers",
+        "0",
+        "--tfr",
+        "0",
+        "--kl_anneal_type",
+        "Without",
+        "--lr_milestones",
+        "--log_every",
+        "1",
+        "--eval_every",
+        "1",
+        "--per_save",
+        "1",
+        "--checkpoints_total_limit",
+        "2",
+        "--bn_recalibration_windows",
+        "4",
+    ],
     short=["--partial", "0.25"],
     # bf16 on a CPU is many times slower than fp32 for the tiny network; --cpu keeps a dry run off a GPU.
     rtx_launch=["--cpu", "--mixed_precision", "no"],
@@ -134,8 +189,10 @@ DRY_RUN = Plan(
     # Generous: the suite runs it on 2 cores that other work shares.
     budgets={"environment": 60, "data": 90, "bench": 180, "train": 120, "resume": 120, "fp16": 120, "deepspeed": 0},
     total_s=600,
-    skip={"deepspeed": "dry run: DeepSpeed on a CPU first compiles its shared-memory op with g++ (minutes on 2 cores); "
-                       "tests/test_deepspeed.py runs ZeRO on a CPU"},
+    skip={
+        "deepspeed": "dry run: DeepSpeed on a CPU first compiles its shared-memory op with g++ (minutes on 2 cores); "
+        "tests/test_deepspeed.py runs ZeRO on a CPU"
+    },
 )
 
 
@@ -154,13 +211,25 @@ def write_environment(path: str) -> None:
 
     import torch
 
-    info = {"python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda,
-            "cpu_cores": os.cpu_count(), "gpu": None, "packages": {}}
+    info = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "cpu_cores": os.cpu_count(),
+        "gpu": None,
+        "packages": {},
+    }
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
-        info["gpu"] = {"name": props.name, "memory_gib": props.total_memory / 2**30, "count": torch.cuda.device_count(),
-                       "capability": f"{props.major}.{props.minor}", "multiprocessors": props.multi_processor_count,
-                       "bf16": torch.cuda.is_bf16_supported(), "cudnn": torch.backends.cudnn.version()}
+        info["gpu"] = {
+            "name": props.name,
+            "memory_gib": props.total_memory / 2**30,
+            "count": torch.cuda.device_count(),
+            "capability": f"{props.major}.{props.minor}",
+            "multiprocessors": props.multi_processor_count,
+            "bf16": torch.cuda.is_bf16_supported(),
+            "cudnn": torch.backends.cudnn.version(),
+        }
     for name in OPTIONAL_PACKAGES:
         try:
             info["packages"][name] = getattr(importlib.import_module(name), "__version__", "imported")
@@ -334,9 +403,12 @@ class Check:
 
     @property
     def env(self) -> dict[str, str]:
-        return dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-                    PYTHONUNBUFFERED="1",  # the log is read while a step runs and is what a stopped step leaves
-                    **self.plan.env)
+        return dict(
+            os.environ,
+            PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+            PYTHONUNBUFFERED="1",  # the log is read while a step runs and is what a stopped step leaves
+            **self.plan.env,
+        )
 
     def run(self, name: str, command: list[str], budget: float, train_seconds: float | None = None) -> Outcome:
         """`command` with its output in logs/<name>.log, stopped at `budget` seconds. With
@@ -366,8 +438,16 @@ class Check:
         return Outcome(None if over_budget else process.returncode, log, signalled)
 
     def launch(self, config: str, launch_flags: list[str], train_flags: list[str]) -> list[str]:
-        return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(REPO / "accelerate_configs" / config),
-                *launch_flags, str(REPO / "cvae_dist" / "train.py"), *train_flags]
+        return [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--config_file",
+            str(REPO / "accelerate_configs" / config),
+            *launch_flags,
+            str(REPO / "cvae_dist" / "train.py"),
+            *train_flags,
+        ]
 
     def train_flags(self, name: str, *extra: str) -> list[str]:
         return ["--DR", str(self.work / "data"), "--save_root", str(self.work / "runs" / name), *self.plan.run, *extra]
@@ -398,21 +478,33 @@ class Check:
         env["peak_bf16_tflops"] = self.peak_tflops
         missing = sorted(name for name, version in packages.items() if version is None)
         device = f"{gpu['name']}, {gpu['memory_gib']:.1f} GiB, bf16 {'yes' if gpu['bf16'] else 'no'}" if gpu else "no GPU"
-        headline = (f"{device}; torch {env['torch']} (CUDA {env['cuda']}), accelerate {packages['accelerate']}, "
-                    f"python {env['python']}; missing: {', '.join(missing) or 'none'}")
+        headline = (
+            f"{device}; torch {env['torch']} (CUDA {env['cuda']}), accelerate {packages['accelerate']}, "
+            f"python {env['python']}; missing: {', '.join(missing) or 'none'}"
+        )
         passed = gpu is not None or self.plan.device == "cpu"
         return self.finished(outcome, passed, env, headline, reason=None if passed else "no CUDA GPU visible")
 
     def step_data(self, budget: float) -> dict:
         command = [sys.executable, "-m", "cvae_dist.data.synthetic", "--root", str(self.work / "data"), *self.plan.data]
         outcome = self.run("data", command, budget)
-        return self.finished(outcome, outcome.returncode == 0, {"flags": self.plan.data}, f"python -m cvae_dist.data.synthetic {' '.join(self.plan.data)}")
+        return self.finished(
+            outcome, outcome.returncode == 0, {"flags": self.plan.data}, f"python -m cvae_dist.data.synthetic {' '.join(self.plan.data)}"
+        )
 
     def step_bench(self, budget: float) -> dict:
         path = self.out / "bench.json"
         peak = ["--peak_tflops", str(self.peak_tflops)] if self.peak_tflops else []
-        command = [sys.executable, str(REPO / "benchmarks" / "bench.py"), *self.plan.bench, *peak,
-                   "--data", str(self.work / "bench-data"), "--json", str(path)]
+        command = [
+            sys.executable,
+            str(REPO / "benchmarks" / "bench.py"),
+            *self.plan.bench,
+            *peak,
+            "--data",
+            str(self.work / "bench-data"),
+            "--json",
+            str(path),
+        ]
         outcome = self.run("bench", command, budget)
         if not path.is_file():
             return self.finished(outcome, False, {}, "no rows")
@@ -440,16 +532,23 @@ class Check:
         stopped = re.search(r"stopped by SIGTERM after step (\d+): checkpoint (\S+);", outcome.text)
         run = scalars(self.work / "runs" / "train")
         results = {
-            "trained_s": outcome.signalled_after_s, "steps": int(stopped.group(1)) if stopped else None,
-            "epochs": latest_manifest(self.work / "runs" / "train").get("epoch"), "frames_per_step": self.plan.frames_per_step,
-            **training_rates(run.get("train/loss", []), self.plan.frames_per_step), "peak_gpu_mib": memory.peak_mib,
-            "validations": len(run.get("val/psnr", [])), "val_psnr": last(run.get("val/psnr", [])),
-            "val_baseline_psnr": last(run.get("val/baseline_psnr", [])), "val_best_psnr": last(run.get("val/best_psnr", [])),
+            "trained_s": outcome.signalled_after_s,
+            "steps": int(stopped.group(1)) if stopped else None,
+            "epochs": latest_manifest(self.work / "runs" / "train").get("epoch"),
+            "frames_per_step": self.plan.frames_per_step,
+            **training_rates(run.get("train/loss", []), self.plan.frames_per_step),
+            "peak_gpu_mib": memory.peak_mib,
+            "validations": len(run.get("val/psnr", [])),
+            "val_psnr": last(run.get("val/psnr", [])),
+            "val_baseline_psnr": last(run.get("val/baseline_psnr", [])),
+            "val_best_psnr": last(run.get("val/best_psnr", [])),
         }
         passed = bool(stopped) and stopped.group(2) != "None"
-        headline = (f"{results['steps']} steps in {results['trained_s'] or 0:.0f} s of training, "
-                    f"{results.get('frames_per_s', 0):,.0f} frames/s (median), {memory_text(results['peak_gpu_mib'])}; "
-                    f"last validation (of {results['validations']}): {psnr_text(results['val_psnr'], results['val_baseline_psnr'])}")
+        headline = (
+            f"{results['steps']} steps in {results['trained_s'] or 0:.0f} s of training, "
+            f"{results.get('frames_per_s', 0):,.0f} frames/s (median), {memory_text(results['peak_gpu_mib'])}; "
+            f"last validation (of {results['validations']}): {psnr_text(results['val_psnr'], results['val_baseline_psnr'])}"
+        )
         return self.finished(outcome, passed, results, headline, reason=None if passed else "no preemption checkpoint")
 
     def step_resume(self, budget: float) -> dict:
@@ -461,12 +560,18 @@ class Check:
             outcome = self.run("resume", self.launch("rtx.yaml", self.plan.rtx_launch, flags), budget)
         resumed = re.search(r"resumed from \S+ at epoch (\d+), step (\d+)", outcome.text)
         run = scalars(save_root)
-        results = {"resumed_at_step": before["step"], "steps": latest_manifest(save_root)["step"] - before["step"],
-                   "final_psnr": last(run.get("final/psnr", [])), "final_baseline_psnr": last(run.get("final/baseline_psnr", [])),
-                   "peak_gpu_mib": memory.peak_mib}
+        results = {
+            "resumed_at_step": before["step"],
+            "steps": latest_manifest(save_root)["step"] - before["step"],
+            "final_psnr": last(run.get("final/psnr", [])),
+            "final_baseline_psnr": last(run.get("final/baseline_psnr", [])),
+            "peak_gpu_mib": memory.peak_mib,
+        }
         passed = outcome.returncode == 0 and bool(resumed) and int(resumed.group(2)) == before["step"]
-        headline = (f"resumed at step {before['step']}, {results['steps']} more steps; best weights: "
-                    f"{psnr_text(results['final_psnr'], results['final_baseline_psnr'])}; {memory_text(results['peak_gpu_mib'])}")
+        headline = (
+            f"resumed at step {before['step']}, {results['steps']} more steps; best weights: "
+            f"{psnr_text(results['final_psnr'], results['final_baseline_psnr'])}; {memory_text(results['peak_gpu_mib'])}"
+        )
         return self.finished(outcome, passed, results, headline)
 
     def short_run(self, name: str, config: str, launch_flags: list[str], budget: float) -> tuple[Outcome, dict]:
@@ -478,18 +583,22 @@ class Check:
         losses = [value for _, _, value in run.get("train/loss", [])]
         setup = re.search(r"world size \d+ \((?P<distributed>\w+), (?P<device>\w+), mixed precision (?P<precision>\w+)\)", outcome.text)
         return outcome, {
-            **(setup.groupdict() if setup else {"distributed": None, "device": None, "precision": None}), "steps": len(losses),
+            **(setup.groupdict() if setup else {"distributed": None, "device": None, "precision": None}),
+            "steps": len(losses),
             "losses_finite": bool(losses) and all(math.isfinite(v) for v in losses),
             "nonfinite_steps_skipped": int(last(run.get("train/nonfinite_steps", []), 0)),
-            "final_psnr": last(run.get("final/psnr", [])), "final_baseline_psnr": last(run.get("final/baseline_psnr", [])),
+            "final_psnr": last(run.get("final/psnr", [])),
+            "final_baseline_psnr": last(run.get("final/baseline_psnr", [])),
             "peak_gpu_mib": memory.peak_mib,
         }
 
     def step_fp16(self, budget: float) -> dict:
         outcome, results = self.short_run("fp16", "rtx.yaml", [*self.plan.rtx_launch, "--mixed_precision", "fp16"], budget)
         passed = outcome.returncode == 0 and results["losses_finite"]
-        headline = (f"mixed precision {results['precision']} on {results['device']}: {results['steps']} steps, losses {'all finite' if results['losses_finite'] else 'NOT finite'}, "
-                    f"{results['nonfinite_steps_skipped']} overflowing steps skipped by the loss scaler; {memory_text(results['peak_gpu_mib'])}")
+        headline = (
+            f"mixed precision {results['precision']} on {results['device']}: {results['steps']} steps, losses {'all finite' if results['losses_finite'] else 'NOT finite'}, "
+            f"{results['nonfinite_steps_skipped']} overflowing steps skipped by the loss scaler; {memory_text(results['peak_gpu_mib'])}"
+        )
         if self.plan.device == "cpu":
             headline += " (CPU form: fp16 autocast does nothing on a CPU, it trained in fp32)"
         return self.finished(outcome, passed, results, headline)
@@ -501,8 +610,10 @@ class Check:
         launch_flags = ["--num_processes", "1", "--main_process_port", str(free_port())]
         outcome, results = self.short_run("deepspeed", "deepspeed_zero2.yaml", launch_flags, budget)
         passed = outcome.returncode == 0 and results["distributed"] == "DEEPSPEED" and results["losses_finite"]
-        headline = (f"ZeRO-2 ({results['distributed']}), mixed precision {results['precision']} on {results['device']}: {results['steps']} steps, losses {'all finite' if results['losses_finite'] else 'NOT finite'}; "
-                    f"best weights: {psnr_text(results['final_psnr'], results['final_baseline_psnr'])}; {memory_text(results['peak_gpu_mib'])}")
+        headline = (
+            f"ZeRO-2 ({results['distributed']}), mixed precision {results['precision']} on {results['device']}: {results['steps']} steps, losses {'all finite' if results['losses_finite'] else 'NOT finite'}; "
+            f"best weights: {psnr_text(results['final_psnr'], results['final_baseline_psnr'])}; {memory_text(results['peak_gpu_mib'])}"
+        )
         return self.finished(outcome, passed, results, headline)
 
     # -- the whole --
@@ -531,8 +642,13 @@ class Check:
         print(f"{name}: {record['status']} in {self.steps[-1]['seconds']:.0f} s", flush=True)
 
     def report(self) -> dict:
-        return {"mode": "dry run (CPU)" if self.plan.device == "cpu" else "GPU", "seconds": round(time.monotonic() - self.started, 1),
-                "total_budget_s": self.plan.total_s, "environment": self.environment, "steps": self.steps}
+        return {
+            "mode": "dry run (CPU)" if self.plan.device == "cpu" else "GPU",
+            "seconds": round(time.monotonic() - self.started, 1),
+            "total_budget_s": self.plan.total_s,
+            "environment": self.environment,
+            "steps": self.steps,
+        }
 
     def write(self) -> None:
         report = self.report()
@@ -544,9 +660,14 @@ STEPS = ("environment", "data", "bench", "train", "resume", "fp16", "deepspeed")
 
 
 def markdown(report: dict) -> str:
-    lines = [f"# cvae_dist GPU check: {report['mode']}", "",
-             f"{len(report['steps'])} of {len(STEPS)} steps in {report['seconds']:.0f} s (budget {report['total_budget_s']:.0f} s).", "",
-             "| step | status | seconds | budget | result |", "| --- | --- | ---: | ---: | --- |"]
+    lines = [
+        f"# cvae_dist GPU check: {report['mode']}",
+        "",
+        f"{len(report['steps'])} of {len(STEPS)} steps in {report['seconds']:.0f} s (budget {report['total_budget_s']:.0f} s).",
+        "",
+        "| step | status | seconds | budget | result |",
+        "| --- | --- | ---: | ---: | --- |",
+    ]
     for step in report["steps"]:
         result = step.get("headline") or step.get("reason", "")
         if step["status"] != "ok" and step.get("headline"):
@@ -566,12 +687,19 @@ def markdown(report: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     doc = __doc__.split("\n\n", 2)
-    parser = argparse.ArgumentParser(description=doc[0], epilog=doc[2], formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     usage=doc[1].strip().replace("benchmarks/gpu_check.sh", "%(prog)s"))
+    parser = argparse.ArgumentParser(
+        description=doc[0],
+        epilog=doc[2],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        usage=doc[1].strip().replace("benchmarks/gpu_check.sh", "%(prog)s"),
+    )
     parser.add_argument("out", type=Path, help="folder for gpu_check.json, gpu_check.md, bench.json and logs/ (made if missing)")
     parser.add_argument("--dry-run", action="store_true", help="run every step on the CPU with the tiny preset and tiny data (a minute or two)")
-    parser.add_argument("--peak_tflops", type=float, help="the GPU's dense bf16 peak in TFLOP/s (default: from its name, "
-                        + ", ".join(f"{k} {v:g}" for k, v in PEAK_BF16_TFLOPS if v) + ")")
+    parser.add_argument(
+        "--peak_tflops",
+        type=float,
+        help="the GPU's dense bf16 peak in TFLOP/s (default: from its name, " + ", ".join(f"{k} {v:g}" for k, v in PEAK_BF16_TFLOPS if v) + ")",
+    )
     args = parser.parse_args(argv)
     plan = DRY_RUN if args.dry_run else GPU
     with tempfile.TemporaryDirectory(prefix="gpu-check-") as work:

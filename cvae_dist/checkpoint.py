@@ -29,7 +29,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from cvae_dist.config import Config, load_config_file, save_config_file
+from cvae_dist.config import Config, is_bookkeeping, load_config_file, save_config_file
 from cvae_dist.errors import UserError
 from cvae_dist.model import CVAE
 from cvae_dist.tracking import TB_PROJECT
@@ -43,13 +43,6 @@ EVAL = "eval"
 MANIFEST_FORMAT = 1
 _STEP = re.compile(r"^checkpoint-(\d+)$")
 _STAGING, _TRASH = ".partial", ".old"
-
-# Settings that say where a run writes and how often, not what it computes: changing them does
-# not make a different run, so the run-folder check and the manifest's settings hash ignore them.
-BOOKKEEPING = (
-    "save_root", "logging_dir", "resume_from_checkpoint", "overwrite", "debug", "num_workers",
-    "checkpointing_steps", "checkpoints_total_limit", "log_every", "per_save",
-)
 
 
 def checkpoint_dir(save_root: str | Path, step: int) -> Path:
@@ -66,8 +59,8 @@ def list_checkpoints(save_root: str | Path) -> list[Path]:
 
 
 def run_identity(config: Config) -> str:
-    """The hash of the settings that shape a run's result."""
-    return config.digest(ignore=BOOKKEEPING)
+    """The hash of the settings that shape a run's result: bookkeeping settings (config.Option) do not make another run."""
+    return config.digest(results_only=True)
 
 
 # ---- writing ---------------------------------------------------------------------------------
@@ -91,8 +84,12 @@ def seal(staging: Path, folder: Path, config: Config, *, step: int, epoch: int, 
     write_config(config, staging)
     files = {path.relative_to(staging).as_posix(): {"bytes": path.stat().st_size, "sha256": sha256(path)} for path in _files(staging)}
     manifest = {
-        "format": MANIFEST_FORMAT, "step": step, "epoch": epoch, "reason": reason,
-        "config_digest": run_identity(config), "files": files,
+        "format": MANIFEST_FORMAT,
+        "step": step,
+        "epoch": epoch,
+        "reason": reason,
+        "config_digest": run_identity(config),
+        "files": files,
     }
     (staging / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
     for path in [*_files(staging), staging]:
@@ -225,8 +222,7 @@ def check_compatible(expected: dict[str, torch.Tensor], weights: Path) -> None:
     for key, shape in shapes.items():
         if key in expected and tuple(expected[key].shape) != shape:
             raise UserError(
-                f"{weights}: '{key}' has shape {shape}, this network expects "
-                f"{tuple(expected[key].shape)} (weights of another --preset or width?)"
+                f"{weights}: '{key}' has shape {shape}, this network expects {tuple(expected[key].shape)} (weights of another --preset or width?)"
             )
     missing, unexpected = set(expected) - set(shapes), set(shapes) - set(expected)
     if missing or unexpected:
@@ -261,7 +257,9 @@ def resolve_resume(save_root: str | Path, resume_from: str) -> tuple[Path | None
         if problem is None:
             return folder, notes
         notes.append(f"warning: {folder} is damaged ({problem}); trying the checkpoint before it")
-    raise UserError(f"--resume_from_checkpoint latest: none of the {len(found)} checkpoints in {Path(save_root) / CHECKPOINTS} is intact ({found[-1].name}: {verify(found[-1])})")
+    raise UserError(
+        f"--resume_from_checkpoint latest: none of the {len(found)} checkpoints in {Path(save_root) / CHECKPOINTS} is intact ({found[-1].name}: {verify(found[-1])})"
+    )
 
 
 def holds_run(save_root: Path) -> bool:
@@ -271,7 +269,7 @@ def holds_run(save_root: Path) -> bool:
 def differences(before: Config, after: Config) -> str:
     """'lr 0.001 -> 0.01, num_epoch 2 -> 3': the settings that make `after` another run than `before`."""
     old, new = before.flat(), after.flat()
-    changed = [f"{k} {old[k]} -> {new[k]}" for k in new if k not in BOOKKEEPING and old.get(k) != new[k]]
+    changed = [f"{k} {old[k]} -> {new[k]}" for k in new if not is_bookkeeping(k) and old.get(k) != new[k]]
     return ", ".join(changed[:4]) + (f" and {len(changed) - 4} more" if len(changed) > 4 else "")
 
 
@@ -323,8 +321,7 @@ def _previous_config(save_root: Path) -> Config:
         return load_config_file(path) if path.is_file() else _checkpoint_config(save_root)
     except UserError as err:
         raise UserError(
-            f"--save_root {save_root} holds a run whose settings cannot be read ({err}); use --overwrite to replace it "
-            "or choose another --save_root"
+            f"--save_root {save_root} holds a run whose settings cannot be read ({err}); use --overwrite to replace it or choose another --save_root"
         ) from None
 
 

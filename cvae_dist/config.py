@@ -30,6 +30,19 @@ import yaml
 from cvae_dist.errors import ArgumentParser, UserError
 
 
+def setting(
+    default: Any = dataclasses.MISSING,
+    *,
+    factory: Any = dataclasses.MISSING,
+    bookkeeping: bool = False,
+    hparam: str | None = None,
+    formerly: str | None = None,
+) -> Any:
+    """A settings field with what the rest of the package needs to know about it (see `Option`)."""
+    facts = {"bookkeeping": bookkeeping, "hparam": hparam, "formerly": formerly}
+    return field(default=default, default_factory=factory, metadata=facts)
+
+
 @dataclass
 class ModelConfig:
     """The network's widths and the switches that reproduce the course code's defects."""
@@ -72,7 +85,7 @@ class DataConfig:
 
     DR: str | None = None
     """Dataset root in the course layout; unset uses the built-in synthetic set under data/synthetic (made on first use)."""
-    partial: float = 1.0
+    partial: float = setting(1.0, hparam="partial")
     """Fraction of the training video to use, from its start (course --partial)."""
     train_vi_len: int = 16
     """Frames per training window; the video is cut into consecutive non-overlapping windows."""
@@ -82,7 +95,7 @@ class DataConfig:
     """Height frames are resized to (bilinear)."""
     frame_W: int = 64
     """Width frames are resized to (bilinear)."""
-    num_workers: int = 4
+    num_workers: int = setting(4, bookkeeping=True)
     """Data-loader worker processes per training process."""
     fast_train: bool = False
     """Train on the first --fast_partial of the data for the first --fast_train_epoch epochs."""
@@ -100,21 +113,21 @@ class DataConfig:
 class MethodConfig:
     """Teacher forcing and KL annealing."""
 
-    tfr: float = 1.0
+    tfr: float = setting(1.0, hparam="tfr")
     """Initial teacher-forcing ratio: the chance that a coin says 'feed the true previous frame'."""
-    tfr_sde: int = 10
+    tfr_sde: int = setting(10, hparam="tfr_sde")
     """Epoch from which the teacher-forcing ratio decays."""
-    tfr_d_step: float = 0.1
+    tfr_d_step: float = setting(0.1, hparam="tfr_d_step")
     """Amount the teacher-forcing ratio drops each epoch from --tfr_sde on."""
-    tfr_coin: Literal["epoch", "batch", "frame"] = "epoch"
+    tfr_coin: Literal["epoch", "batch", "frame"] = setting("epoch", hparam="coin")
     """Draw the teacher-forcing coin once per epoch (course), once per optimizer step ('batch': one coin for all its accumulated batches, on every process), or once per frame of every window ('frame': scheduled sampling; every step then decodes frame by frame)."""
-    kl_anneal_type: Literal["Cyclical", "Monotonic", "Without"] = "Cyclical"
+    kl_anneal_type: Literal["Cyclical", "Monotonic", "Without"] = setting("Cyclical", hparam="KL annealing")
     """KL weight schedule: Cyclical (Fu et al. 2019), Monotonic (one cycle) or Without (beta = 1)."""
-    kl_anneal_cycle: int = 10
+    kl_anneal_cycle: int = setting(10, hparam="cycles")
     """Number of annealing cycles over the whole run (Cyclical)."""
-    kl_anneal_ratio: float = 1.0
+    kl_anneal_ratio: float = setting(1.0, hparam="ratio")
     """Fraction of each cycle over which beta rises linearly from 0 to 1 before holding at 1."""
-    kl_anneal_unit: Literal["epoch", "step"] = "epoch"
+    kl_anneal_unit: Literal["epoch", "step"] = setting("epoch", hparam="unit")
     """Advance beta once per epoch (course) or once per optimizer step (Fu et al.)."""
     one_step_weight: float = 0.0
     """Weight of a second reconstruction loss, on every frame predicted from the true previous frame, in steps that are not teacher-forced (0: off): keeps a free-running model using the previous frame, for one more batched decoding per step."""
@@ -130,11 +143,11 @@ class TrainConfig:
 
     preset: Literal["lab", "tiny"] = "lab"
     """Network widths: 'lab' is the course's exact model, 'tiny' a small one for CPUs."""
-    save_root: str = "runs/default"
+    save_root: str = setting("runs/default", bookkeeping=True)
     """Folder of this run: config, checkpoints, best weights, evaluation and (by default) TensorBoard logs."""
-    batch_size: int = 2
+    batch_size: int = setting(2, hparam="batch")
     """Windows per batch on each process."""
-    lr: float = 0.001
+    lr: float = setting(0.001, hparam="lr")
     """Initial learning rate."""
     optim: Literal["Adam", "AdamW"] = "Adam"
     """Optimizer."""
@@ -142,9 +155,9 @@ class TrainConfig:
     """Epochs at which the learning rate is multiplied by --lr_gamma (course MultiStepLR)."""
     lr_gamma: float = 0.1
     """Factor applied to the learning rate at each milestone."""
-    num_epoch: int = 70
+    num_epoch: int = setting(70, hparam="epochs")
     """Number of epochs."""
-    per_save: int = 3
+    per_save: int = setting(3, bookkeeping=True)
     """Save a checkpoint every this many epochs."""
     ckpt_path: str | None = None
     """Start from these weights (a checkpoint folder or a model.safetensors file) instead of a fresh model."""
@@ -156,19 +169,19 @@ class TrainConfig:
     """Autocast precision; unset takes what `accelerate launch` or its config file says."""
     max_grad_norm: float = 1.0
     """Clip the gradient norm to this before each optimizer step (0 turns clipping off)."""
-    checkpointing_steps: int | None = None
+    checkpointing_steps: int | None = setting(None, bookkeeping=True)
     """Also save a checkpoint every this many optimizer steps (mid-epoch)."""
-    checkpoints_total_limit: int | None = None
+    checkpoints_total_limit: int | None = setting(None, bookkeeping=True)
     """Keep at most this many step/epoch checkpoints (the best weights are always kept)."""
-    resume_from_checkpoint: str | None = None
+    resume_from_checkpoint: str | None = setting(None, bookkeeping=True)
     """Resume the whole training state from a checkpoint folder, or 'latest' (newest intact) in --save_root."""
-    overwrite: bool = False
+    overwrite: bool = setting(False, bookkeeping=True)
     """Replace the run already in --save_root (its config, checkpoints, best weights, evaluation and logs) instead of refusing."""
     skip_nonfinite: bool = True
     """Skip optimizer steps whose loss or gradient is not finite (costs one host-device sync per optimizer step)."""
     max_nonfinite_steps: int = 20
     """Stop with an error after this many skipped (non-finite) optimizer steps in a row."""
-    logging_dir: str | None = None
+    logging_dir: str | None = setting(None, bookkeeping=True)
     """Folder for TensorBoard events; unset puts them in --save_root."""
     channels_last: bool = True
     """Keep activations channels-last, the layout CPU (oneDNN) and GPU (cuDNN) convolutions run fastest in."""
@@ -176,13 +189,13 @@ class TrainConfig:
     """Compile the training rollout with torch.compile (inductor); the first steps of each teacher-forcing mode wait for the compiler."""
     compile_backend: str = "inductor"
     """torch.compile backend used by --compile: 'inductor' generates kernels; 'eager' or 'aot_eager' only trace (quick checks that compiling works)."""
-    activation_checkpointing: bool = False
+    recompute_activations: bool = setting(False, formerly="activation_checkpointing")
     """Recompute each frame's activations in the backward pass instead of keeping them: far less memory for long windows, about a third more compute."""
     eval_every: int = 1
     """Roll out the validation video every this many epochs (and after the last)."""
-    log_every: int = 10
+    log_every: int = setting(10, bookkeeping=True)
     """Log training scalars every this many optimizer steps."""
-    debug: bool = False
+    debug: bool = setting(False, bookkeeping=True)
     """Show full tracebacks instead of one-line errors."""
 
 
@@ -194,18 +207,36 @@ class Config:
     """All settings of a training run, in four sections."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
+    """The network."""
     data: DataConfig = field(default_factory=DataConfig)
+    """The frames and their windows."""
     method: MethodConfig = field(default_factory=MethodConfig)
+    """Teacher forcing and KL annealing."""
     train: TrainConfig = field(default_factory=TrainConfig)
+    """Optimisation, checkpoints, logging and folders."""
+    given_as: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
+    """Settings the user gave under a former name: name -> that former name, so that messages use the user's words."""
 
     def flat(self) -> dict[str, Any]:
         """Every setting under its flag name, as written to config.yaml and logged as hparams."""
         return {k: v for section in SECTIONS for k, v in dataclasses.asdict(getattr(self, section)).items()}
 
-    def digest(self, ignore: tuple[str, ...] = ()) -> str:
-        """A short hash of the settings that shape the result, to tell runs apart."""
-        settings = {k: v for k, v in self.flat().items() if k not in ignore}
+    def digest(self, *, results_only: bool = False) -> str:
+        """A short hash of the settings, to tell runs apart; `results_only` leaves out the bookkeeping ones.
+
+        A renamed setting is hashed under its former name, so that runs from before the rename keep their hash."""
+        table = options()
+        settings = {table[k].formerly or k: v for k, v in self.flat().items() if not (results_only and table[k].bookkeeping)}
         return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+    @property
+    def debug(self) -> bool:
+        """--debug, which errors.run_command reads as it reads every command's (also when set in a YAML file)."""
+        return self.train.debug
+
+    def flag(self, name: str) -> str:
+        """How a message names a setting: `--lr`, or `--activation_checkpointing` where the user gave it by that former name."""
+        return f"--{self.given_as.get(name, name)}"
 
 
 def field_docs(cls: type) -> dict[str, str]:
@@ -225,13 +256,24 @@ def field_docs(cls: type) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class Option:
-    """One flag: its section, type and documentation."""
+    """One flag: its section, type, documentation and what the package needs to know about it."""
 
     name: str
+    """The flag's name (without --), as in YAML files and config.yaml."""
     section: str
+    """The Config section it belongs to."""
     type: Any
+    """Its annotated type."""
     default: Any
+    """Its default value."""
     help: str
+    """Its one-line docstring, the --help text."""
+    bookkeeping: bool = False
+    """It says where a run writes and how often, not what it computes: changing it does not make another run."""
+    hparam: str | None = None
+    """A hyperparameter the course's comparisons vary, shown under this short name in the report's table."""
+    formerly: str | None = None
+    """The name it had before a rename, still accepted in flags, YAML and saved config.yaml files."""
 
     @property
     def base_type(self) -> Any:
@@ -310,8 +352,24 @@ def options() -> dict[str, Option]:
         hints, docs = typing.get_type_hints(cls), field_docs(cls)
         for f in dataclasses.fields(cls):
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-            table[f.name] = Option(f.name, section, hints[f.name], default, docs.get(f.name, ""))
+            table[f.name] = Option(f.name, section, hints[f.name], default, docs.get(f.name, ""), **f.metadata)
     return table
+
+
+def current_name(name: str) -> str:
+    """The name of a setting given by its name or its former name (an unknown name comes back as it is)."""
+    return next((option.name for option in options().values() if option.formerly == name), name)
+
+
+def hparam_labels() -> dict[str, str]:
+    """The hyperparameters the course's comparisons vary -> their short names, in settings order."""
+    return {name: option.hparam for name, option in options().items() if option.hparam}
+
+
+def is_bookkeeping(name: str) -> bool:
+    """Whether a setting (by any of its names; unknown: no) only says where a run writes and how often."""
+    option = options().get(current_name(name))
+    return option is not None and option.bookkeeping
 
 
 def build_parser(prog: str = "cvae_dist/train.py") -> argparse.ArgumentParser:
@@ -336,6 +394,8 @@ def build_parser(prog: str = "cvae_dist/train.py") -> argparse.ArgumentParser:
         else:
             kwargs["metavar"] = "{" + ",".join(opt.choices) + "}" if opt.choices else opt.name.upper()
         groups[opt.section].add_argument(f"--{opt.name}", **kwargs)
+        if opt.formerly:  # its own destination, so that messages can name the flag as the user typed it
+            groups[opt.section].add_argument(f"--{opt.formerly}", **{**kwargs, "help": f"the former name of --{opt.name}"})
     return parser
 
 
@@ -363,17 +423,20 @@ def resolve(explicit: dict[str, tuple[Any, str]]) -> Config:
     """Build and validate a Config from explicit settings, each given as name -> (value, where it came from)."""
     table = options()
     values: dict[str, Any] = {}
-    for name, (value, source) in explicit.items():
+    sources: dict[str, str] = {}
+    given_as: dict[str, str] = {}
+    for given, (value, source) in explicit.items():
+        name = current_name(given)
         if name not in table:
             raise UserError(f"{source}: unknown setting {str(name)!r}" + _did_you_mean(str(name), table))
-        values[name] = table[name].coerce(value, source)
+        values[name], sources[name] = table[name].coerce(value, source), source
+        if name != given:
+            given_as[name] = given
     preset = values.get("preset", table["preset"].default)
     merged = {**PRESETS[preset], **values}
-    sections = {
-        section: cls(**{k: v for k, v in merged.items() if table[k].section == section}) for section, cls in SECTIONS.items()
-    }
-    config = Config(**sections)
-    validate(config, {name: source for name, (_, source) in explicit.items()})
+    sections = {section: cls(**{k: v for k, v in merged.items() if table[k].section == section}) for section, cls in SECTIONS.items()}
+    config = Config(**sections, given_as=given_as)
+    validate(config, sources)
     return config
 
 
@@ -461,28 +524,57 @@ FRACTION, SHARE = Range(0, 1), Range(0, 1, low_excluded=True)  # a share of the 
 # Every numeric setting (each item of a list) and the values that make sense for it.
 RANGES: dict[str, Range] = {
     # The layers split these channel counts into equal groups.
-    "F_dim": Range(8, step=8), "L_dim": Range(2, step=2), "N_dim": Range(4, step=4), "D_out_dim": Range(8, step=8),
-    "logvar_min": Range(), "logvar_max": Range(high=MAX_LOGVAR),
-    "partial": SHARE, "fast_partial": SHARE, "fast_train_epoch": AT_LEAST_0,
+    "F_dim": Range(8, step=8),
+    "L_dim": Range(2, step=2),
+    "N_dim": Range(4, step=4),
+    "D_out_dim": Range(8, step=8),
+    "logvar_min": Range(),
+    "logvar_max": Range(high=MAX_LOGVAR),
+    "partial": SHARE,
+    "fast_partial": SHARE,
+    "fast_train_epoch": AT_LEAST_0,
     # Frame 0 is given, so a window or rollout needs a second frame to predict.
-    "train_vi_len": Range(2), "val_vi_len": Range(2),
-    "frame_H": Range(MIN_FRAME_SIDE), "frame_W": Range(MIN_FRAME_SIDE),
-    "num_workers": AT_LEAST_0, "synthetic_train_frames": AT_LEAST_1,
-    "tfr": FRACTION, "tfr_sde": AT_LEAST_0, "tfr_d_step": FRACTION, "one_step_weight": AT_LEAST_0,
-    "kl_anneal_cycle": AT_LEAST_1, "kl_anneal_ratio": SHARE, "bn_recalibration_windows": AT_LEAST_0,
-    "batch_size": AT_LEAST_1, "lr": POSITIVE, "lr_gamma": SHARE, "max_grad_norm": AT_LEAST_0,
+    "train_vi_len": Range(2),
+    "val_vi_len": Range(2),
+    "frame_H": Range(MIN_FRAME_SIDE),
+    "frame_W": Range(MIN_FRAME_SIDE),
+    "num_workers": AT_LEAST_0,
+    "synthetic_train_frames": AT_LEAST_1,
+    "tfr": FRACTION,
+    "tfr_sde": AT_LEAST_0,
+    "tfr_d_step": FRACTION,
+    "one_step_weight": AT_LEAST_0,
+    "kl_anneal_cycle": AT_LEAST_1,
+    "kl_anneal_ratio": SHARE,
+    "bn_recalibration_windows": AT_LEAST_0,
+    "batch_size": AT_LEAST_1,
+    "lr": POSITIVE,
+    "lr_gamma": SHARE,
+    "max_grad_norm": AT_LEAST_0,
     # A milestone at epoch 0 would lower the learning rate before the first step.
     "lr_milestones": AT_LEAST_1,
-    "num_epoch": AT_LEAST_1, "per_save": AT_LEAST_1, "gradient_accumulation_steps": AT_LEAST_1,
-    "seed": Range(0, MAX_SEED), "checkpointing_steps": AT_LEAST_1, "checkpoints_total_limit": AT_LEAST_1,
-    "max_nonfinite_steps": AT_LEAST_1, "eval_every": AT_LEAST_1, "log_every": AT_LEAST_1,
+    "num_epoch": AT_LEAST_1,
+    "per_save": AT_LEAST_1,
+    "gradient_accumulation_steps": AT_LEAST_1,
+    "seed": Range(0, MAX_SEED),
+    "checkpointing_steps": AT_LEAST_1,
+    "checkpoints_total_limit": AT_LEAST_1,
+    "max_nonfinite_steps": AT_LEAST_1,
+    "eval_every": AT_LEAST_1,
+    "log_every": AT_LEAST_1,
 }
 
 
 def setting_label(name: str, source: str | None) -> str:
-    """How a message names a setting: `--lr` when it came from the command line or a default,
-    `--config run.yaml: lr` when it came from a file."""
-    return f"--{name}" if source in (None, f"--{name}") else f"{source}: {name}"
+    """How a message names a setting: `--lr` when it came from a default, or from the command line as
+    the flag typed there (a former name stays that name); `--config run.yaml: lr` when it came from a file."""
+    if source is None:
+        return f"--{name}"
+    return source if _is_flag(source) else f"{source}: {name}"
+
+
+def _is_flag(source: str | None) -> bool:
+    return source is not None and source.startswith("--") and " " not in source
 
 
 def validate(config: Config, sources: dict[str, str] | None = None) -> None:
@@ -496,7 +588,7 @@ def validate(config: Config, sources: dict[str, str] | None = None) -> None:
             raise UserError(f"{setting_label(name, sources.get(name))} {problem}, got {settings[name]!r}")
     for names, problem in _conflicts(config):
         # Named as flags in the message; a file any of them came from goes in front.
-        files = [source for n in names if (source := sources.get(n)) not in (None, f"--{n}")]
+        files = [source for n in names if (source := sources.get(n)) is not None and not _is_flag(source)]
         raise UserError(f"{files[0]}: {problem}" if files else problem)
 
 

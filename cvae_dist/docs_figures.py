@@ -1,14 +1,14 @@
 """The figures of the docs, drawn from the package's own schedules and the demo run's outputs.
 
-    python -m cvae_dist.docs_figures schedules --out docs/figures
-        beta per epoch (kl_beta.png) and the teacher-forcing ratio per epoch (teacher_forcing.png),
-        computed by `KLAnnealer` and `teacher_forcing_ratio`, so the figures cannot drift from the code.
-    python -m cvae_dist.docs_figures demo --run runs/demo --out docs/images
-        the README's picture: the demo's PSNR per frame (demo_psnr.png) and a strip of its
-        rollout, prediction | truth | pose at a few frames (demo_frames.png).
-    python -m cvae_dist.docs_figures data --root data/synthetic-6400 --out docs/images
-        a dataset's validation video at a few frames: as stored, as a model sees it (32x64),
-        and its pose label (dataset_frames.png).
+python -m cvae_dist.docs_figures schedules --out docs/figures
+    beta per epoch (kl_beta.png) and the teacher-forcing ratio per epoch (teacher_forcing.png),
+    computed by `KLAnnealer` and `teacher_forcing_ratio`, so the figures cannot drift from the code.
+python -m cvae_dist.docs_figures demo --run runs/demo --out docs/images
+    the README's picture: the demo's PSNR per frame (demo_psnr.png) and a strip of its
+    rollout, prediction | truth | pose at a few frames (demo_frames.png).
+python -m cvae_dist.docs_figures data --root data/synthetic-6400 --out docs/images
+    a dataset's validation video at a few frames: as stored, as a model sees it (32x64),
+    and its pose label (dataset_frames.png).
 """
 
 from __future__ import annotations
@@ -195,7 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
     commands = parser.add_subparsers(dest="command", required=True)
     schedules = commands.add_parser("schedules", help="beta and teacher-forcing ratio per epoch, from cvae_dist.schedules")
-    schedules.add_argument("--out", default="docs/figures", type=output_folder, help="folder for kl_beta.png and teacher_forcing.png (default: docs/figures)")
+    schedules.add_argument(
+        "--out", default="docs/figures", type=output_folder, help="folder for kl_beta.png and teacher_forcing.png (default: docs/figures)"
+    )
     demo = commands.add_parser("demo", help="the README's picture from a finished run (make demo)")
     demo.add_argument("--run", default="runs/demo", help="the run folder (default: runs/demo)")
     demo.add_argument("--out", default="docs/images", type=output_folder, help="folder for demo_psnr.png and demo_frames.png (default: docs/images)")

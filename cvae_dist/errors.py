@@ -30,12 +30,14 @@ def run_command(argv: list[str] | None, parse: Callable[[list[str]], Parsed], ru
     """A command-line entry point's exit status: `parse` checks the command line (sys.argv by default)
     and `run` does the work with what it returns. The status is `run`'s own (0 if it returns None),
     or 2 with a single `error: ...` line on stderr when either raises UserError (the traceback
-    instead under --debug)."""
+    instead under --debug, typed or, once parsed, set as the parsed settings' `debug`)."""
     argv = sys.argv[1:] if argv is None else argv
+    parsed = None
     try:
-        status = run(parse(argv))
+        parsed = parse(argv)
+        status = run(parsed)
     except UserError as err:
-        if "--debug" in argv:
+        if "--debug" in argv or getattr(parsed, "debug", False) is True:
             raise
         print(f"error: {str(err).translate(LINE_BREAKS)}", file=sys.stderr)
         return 2

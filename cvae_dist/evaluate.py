@@ -99,8 +99,12 @@ class Evaluation:
     def averages(self) -> dict[str, float]:
         """Every score averaged over frames 1..T-1."""
         curves = {
-            "psnr": self.psnr, "ssim": self.ssim, "best_psnr": self.best_psnr, "best_ssim": self.best_ssim,
-            "one_step_psnr": self.one_step_psnr, "copy_previous_psnr": self.copy_previous_psnr,
+            "psnr": self.psnr,
+            "ssim": self.ssim,
+            "best_psnr": self.best_psnr,
+            "best_ssim": self.best_ssim,
+            "one_step_psnr": self.one_step_psnr,
+            "copy_previous_psnr": self.copy_previous_psnr,
         }
         return {name: float(average_psnr(curve)) for name, curve in curves.items()}
 
@@ -131,8 +135,9 @@ def evaluate_video(
         with autocast():
             first = truth[:1].to(device).expand(samples, -1, -1, -1)
             pred = generate(model, first, labels[None].expand(samples, -1, -1, -1, -1), z=z, generator=generator)
-            ahead = one_step(model, truth[None].to(device).expand(samples, -1, -1, -1, -1),
-                             labels[None].expand(samples, -1, -1, -1, -1), z=z, generator=generator)
+            ahead = one_step(
+                model, truth[None].to(device).expand(samples, -1, -1, -1, -1), labels[None].expand(samples, -1, -1, -1, -1), z=z, generator=generator
+            )
     finally:
         model.train(was_training)
     pred = pred.float().clamp(0, 1).cpu()
@@ -152,8 +157,13 @@ def write_psnr_csv(evaluation: Evaluation, path: Path) -> None:
         writer = csv.writer(handle)
         writer.writerow(["frame", "psnr", "baseline_psnr", "ssim", "best_psnr", "best_ssim", "one_step_psnr", "copy_previous_psnr"])
         columns = [
-            evaluation.psnr, evaluation.baseline_psnr, evaluation.ssim, evaluation.best_psnr, evaluation.best_ssim,
-            evaluation.one_step_psnr, evaluation.copy_previous_psnr,
+            evaluation.psnr,
+            evaluation.baseline_psnr,
+            evaluation.ssim,
+            evaluation.best_psnr,
+            evaluation.best_ssim,
+            evaluation.one_step_psnr,
+            evaluation.copy_previous_psnr,
         ]
         for t in range(1, len(evaluation.psnr)):
             writer.writerow([t, *(f"{column[t]:.4f}" for column in columns)])
@@ -170,10 +180,23 @@ def plot_psnr(evaluation: Evaluation, path: Path, title: str = "PSNR per frame")
     if evaluation.samples > 1:
         best = evaluation.averages()["best_psnr"]
         axes.plot(frames, evaluation.best_psnr[1:].numpy(), label=f"best of {evaluation.samples} (avg {best:.2f} dB)", linewidth=1.0)
-    axes.plot(frames, evaluation.one_step_psnr[1:].numpy(), label=f"one step ahead (avg {evaluation.one_step_average:.2f} dB)",
-              linewidth=0.8, color="tab:green", alpha=0.8)
-    axes.plot(frames, evaluation.copy_previous_psnr[1:].numpy(), label=f"copy previous frame (avg {evaluation.copy_previous_average:.2f} dB)",
-              linewidth=0.8, linestyle=":", color="black", alpha=0.7)
+    axes.plot(
+        frames,
+        evaluation.one_step_psnr[1:].numpy(),
+        label=f"one step ahead (avg {evaluation.one_step_average:.2f} dB)",
+        linewidth=0.8,
+        color="tab:green",
+        alpha=0.8,
+    )
+    axes.plot(
+        frames,
+        evaluation.copy_previous_psnr[1:].numpy(),
+        label=f"copy previous frame (avg {evaluation.copy_previous_average:.2f} dB)",
+        linewidth=0.8,
+        linestyle=":",
+        color="black",
+        alpha=0.7,
+    )
     axes.plot(
         frames,
         evaluation.baseline_psnr[1:].numpy(),
@@ -244,7 +267,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_inference_arguments(parser, out_help="folder for psnr_per_frame.csv, psnr_per_frame.png and rollout.gif")
     parser.add_argument("--val_vi_len", type=number(int, Range(2)), default=None, help="frames to roll out, at least 2 (default: the whole video)")
-    parser.add_argument("--samples", type=number(int, Range(1)), default=1, metavar="N", help="latent samples per video, rolled out in one batch; scores are reported as mean-of-N and best-of-N (default: 1)")
+    parser.add_argument(
+        "--samples",
+        type=number(int, Range(1)),
+        default=1,
+        metavar="N",
+        help="latent samples per video, rolled out in one batch; scores are reported as mean-of-N and best-of-N (default: 1)",
+    )
     return parser
 
 
@@ -255,7 +284,12 @@ def add_inference_arguments(parser: argparse.ArgumentParser, out_help: str) -> N
     parser.add_argument("--out", required=True, type=output_folder, help=out_help)
     parser.add_argument("--z", choices=["prior", "mean"], default="prior", help="draw z from N(0,I), or use its mean (default: prior)")
     parser.add_argument("--seed", type=number(int, INFERENCE_SEEDS), default=0, help="seed of the prior's noise (default: 0)")
-    parser.add_argument("--device", type=torch_device, default="cuda" if torch.cuda.is_available() else "cpu", help="torch device: cpu, cuda, cuda:N or mps (default: cuda if available)")
+    parser.add_argument(
+        "--device",
+        type=torch_device,
+        default="cuda" if torch.cuda.is_available() else "cpu",
+        help="torch device: cpu, cuda, cuda:N or mps (default: cuda if available)",
+    )
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
 
 

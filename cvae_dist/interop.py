@@ -30,6 +30,7 @@ from safetensors.torch import save_file
 from cvae_dist import checkpoint as ckpt
 from cvae_dist.config import Config, ModelConfig, from_flat, load_config_file, save_config_file
 from cvae_dist.errors import ArgumentParser, UserError, output_folder, run_command
+from cvae_dist.schedules import learning_rate
 
 COURSE_KEYS = ("state_dict", "optimizer", "lr", "tfr", "last_epoch")
 COURSE_STATE = "course_state.yaml"
@@ -87,12 +88,6 @@ def import_course(course_ckpt: str | Path, out_dir: str | Path) -> Path:
     return out
 
 
-def _scheduled_lr(config: Config, epoch: int) -> float:
-    """The course's MultiStepLR learning rate after `epoch` epochs."""
-    train = config.train
-    return train.lr * train.lr_gamma ** sum(milestone <= epoch for milestone in train.lr_milestones)
-
-
 def _training_progress(folder: Path, config: Config) -> tuple[dict, dict]:
     """(lr, tfr, last_epoch) and the optimizer state of the folder the weights came from."""
     if (folder / COURSE_STATE).is_file():
@@ -104,7 +99,7 @@ def _training_progress(folder: Path, config: Config) -> tuple[dict, dict]:
     optimizer = {}
     if (folder / ACCELERATE_OPTIMIZER).is_file():
         optimizer = torch.load(folder / ACCELERATE_OPTIMIZER, map_location="cpu", weights_only=True)
-    return {"lr": _scheduled_lr(config, epoch), "tfr": tfr, "last_epoch": epoch}, optimizer
+    return {"lr": learning_rate(config.train, epoch), "tfr": tfr, "last_epoch": epoch}, optimizer
 
 
 def fixes_the_course_lacks(model: ModelConfig) -> list[str]:
@@ -123,8 +118,11 @@ def export_course(source: str | Path, course_ckpt: str | Path) -> Path:
     config = load_config_file(config_file)
     fixes = fixes_the_course_lacks(config.model)
     if fixes:
-        print(f"warning: {weights} was trained with {' and '.join(fixes)}: the course's code loads it but predicts differently "
-              "(train with --output_activation none --course_leaky_relu for weights that predict the same there)", file=sys.stderr)
+        print(
+            f"warning: {weights} was trained with {' and '.join(fixes)}: the course's code loads it but predicts differently "
+            "(train with --output_activation none --course_leaky_relu for weights that predict the same there)",
+            file=sys.stderr,
+        )
     state = ckpt.read_weights(weights)
     progress, optimizer = _training_progress(weights.parent, config)
     out = Path(course_ckpt)

@@ -26,25 +26,12 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from tensorboard.plugins.hparams import plugin_data_pb2
+from tensorboard.plugins.hparams.metadata import PLUGIN_NAME as HPARAMS_PLUGIN
 
+from cvae_dist.config import hparam_labels
 from cvae_dist.errors import ArgumentParser, UserError, output_folder, run_command
+from cvae_dist.tracking import EPOCH, FINAL, TRAIN, VAL, read_hparams
 
-# The settings the course's comparisons vary, shown in the report's table.
-SETTINGS = {
-    "kl_anneal_type": "KL annealing",
-    "kl_anneal_cycle": "cycles",
-    "kl_anneal_ratio": "ratio",
-    "kl_anneal_unit": "unit",
-    "tfr": "tfr",
-    "tfr_sde": "tfr_sde",
-    "tfr_d_step": "tfr_d_step",
-    "tfr_coin": "coin",
-    "num_epoch": "epochs",
-    "partial": "partial",
-    "batch_size": "batch",
-    "lr": "lr",
-}
 FIGURES = {
     "loss_tfr": "Training loss and teacher-forcing ratio per epoch",
     "loss_beta": "Training loss and the KL weight beta per step",
@@ -80,15 +67,6 @@ def event_folder(run_dir: Path) -> Path:
     return folders[0]
 
 
-def hparam_settings(accumulator: EventAccumulator) -> dict[str, Any]:
-    try:
-        content = accumulator.PluginTagToContent("hparams")["_hparams_/session_start_info"]
-    except KeyError:  # a run written without its HParams record
-        return {}
-    session = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info
-    return {name: getattr(value, value.WhichOneof("kind")) for name, value in session.hparams.items() if value.WhichOneof("kind")}
-
-
 def read_run(run_dir: str | Path) -> RunLog:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -99,7 +77,11 @@ def read_run(run_dir: str | Path) -> RunLog:
     for tag in accumulator.Tags()["scalars"]:
         events = accumulator.Scalars(tag)
         scalars[tag] = (np.array([e.step for e in events]), np.array([e.value for e in events]))
-    return RunLog(name=run_dir.name, settings=hparam_settings(accumulator), scalars=scalars)
+    try:
+        content = accumulator.PluginTagToContent(HPARAMS_PLUGIN)
+    except KeyError:  # a run written without its HParams record
+        content = {}
+    return RunLog(name=run_dir.name, settings=read_hparams(content), scalars=scalars)
 
 
 def _run_rows(runs: list[RunLog], title: str) -> tuple[Figure, list]:
@@ -112,8 +94,8 @@ def _run_rows(runs: list[RunLog], title: str) -> tuple[Figure, list]:
 def plot_loss_tfr(runs: list[RunLog], path: Path) -> None:
     figure, rows = _run_rows(runs, FIGURES["loss_tfr"])
     for axes, run in zip(rows, runs):
-        epochs, loss = run.series("epoch/loss")
-        for epoch, forced in zip(*run.series("epoch/teacher_forcing")):
+        epochs, loss = run.series(EPOCH.loss)
+        for epoch, forced in zip(*run.series(EPOCH.teacher_forcing)):
             if forced > 0:
                 axes.axvspan(epoch - 0.5, epoch + 0.5, color="tab:orange", alpha=0.35 * forced, linewidth=0)
         axes.plot(epochs, loss, marker="o", color="tab:blue", label="loss")
@@ -121,7 +103,7 @@ def plot_loss_tfr(runs: list[RunLog], path: Path) -> None:
         axes.set_yscale("log")
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         ratio = axes.twinx()
-        ratio.plot(*run.series("epoch/tfr"), drawstyle="steps-mid", marker="s", color="tab:green", label="tfr")
+        ratio.plot(*run.series(EPOCH.tfr), drawstyle="steps-mid", marker="s", color="tab:green", label="tfr")
         ratio.set(ylabel="teacher-forcing ratio", ylim=(-0.05, 1.05))
         handles = [*axes.get_legend_handles_labels()[0], *ratio.get_legend_handles_labels()[0]]
         handles.append(Patch(color="tab:orange", alpha=0.35, label="teacher forcing on (shade: share of batches)"))
@@ -133,11 +115,11 @@ def plot_loss_tfr(runs: list[RunLog], path: Path) -> None:
 def plot_loss_beta(runs: list[RunLog], path: Path) -> None:
     figure, rows = _run_rows(runs, FIGURES["loss_beta"])
     for axes, run in zip(rows, runs):
-        axes.plot(*run.series("train/loss"), color="tab:blue", linewidth=1.0, label="loss")
+        axes.plot(*run.series(TRAIN.loss), color="tab:blue", linewidth=1.0, label="loss")
         axes.set(ylabel="loss", title=run.name)
         axes.set_yscale("log")
         beta = axes.twinx()
-        beta.plot(*run.series("train/beta"), color="tab:red", linewidth=1.2, label="beta")
+        beta.plot(*run.series(TRAIN.beta), color="tab:red", linewidth=1.2, label="beta")
         beta.set(ylabel="KL weight beta", ylim=(-0.05, 1.05))
         axes.legend(handles=[*axes.get_legend_handles_labels()[0], *beta.get_legend_handles_labels()[0]], loc="upper right", fontsize="small")
     rows[-1].set_xlabel("optimizer step")
@@ -148,8 +130,8 @@ def plot_val_psnr(runs: list[RunLog], path: Path) -> None:
     figure = Figure(figsize=(8, 4), layout="constrained")
     axes = figure.subplots()
     for run in runs:
-        axes.plot(*run.series("val/psnr"), marker="o", label=run.name)
-    baseline = next((run.series("val/baseline_psnr") for run in runs if len(run.series("val/baseline_psnr")[0])), None)
+        axes.plot(*run.series(VAL.psnr), marker="o", label=run.name)
+    baseline = next((run.series(VAL.baseline_psnr) for run in runs if len(run.series(VAL.baseline_psnr)[0])), None)
     if baseline is not None:
         axes.axhline(baseline[1][-1], color="grey", linestyle="--", label="copy first frame")
     axes.set(xlabel="epoch", ylabel="average PSNR (dB)", title=FIGURES["val_psnr"])
@@ -162,7 +144,7 @@ def plot_psnr_per_frame(runs: list[RunLog], path: Path) -> None:
     figure = Figure(figsize=(9, 4), layout="constrained")
     axes = figure.subplots()
     for run in runs:
-        frames, psnr = run.series("final/psnr_per_frame")
+        frames, psnr = run.series(FINAL.psnr_per_frame)
         if len(frames):
             axes.plot(frames, psnr, linewidth=1.0, label=f"{run.name} (avg {psnr.mean():.2f} dB)")
     axes.set(xlabel="frame", ylabel="PSNR (dB)", title=FIGURES["psnr_per_frame"])
@@ -181,14 +163,23 @@ def _cell(value: Any) -> str:
 
 
 def markdown(runs: list[RunLog]) -> str:
-    header = ["run", *SETTINGS.values(), "last logged step", "val PSNR per epoch (dB)", "avg PSNR (dB)", "best val PSNR (dB)", "copy-first-frame (dB)"]
+    settings = hparam_labels()
+    header = [
+        "run",
+        *settings.values(),
+        "last logged step",
+        "val PSNR per epoch (dB)",
+        "avg PSNR (dB)",
+        "best val PSNR (dB)",
+        "copy-first-frame (dB)",
+    ]
     lines = ["# Training report", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for run in runs:
-        best = run.last("val/best_psnr")
-        steps = run.series("train/loss")[0]
-        cells = [run.name, *(_cell(run.settings.get(key)) for key in SETTINGS), _cell(int(steps[-1]) if len(steps) else None)]
-        cells.append(", ".join(f"{epoch}: {psnr:.2f}" for epoch, psnr in zip(*run.series("val/psnr"))) or "—")
-        cells += [_cell(round(v, 2) if v is not None else None) for v in (run.last("final/psnr"), best, run.last("val/baseline_psnr"))]
+        best = run.last(VAL.best_psnr)
+        steps = run.series(TRAIN.loss)[0]
+        cells = [run.name, *(_cell(run.settings.get(key)) for key in settings), _cell(int(steps[-1]) if len(steps) else None)]
+        cells.append(", ".join(f"{epoch}: {psnr:.2f}" for epoch, psnr in zip(*run.series(VAL.psnr))) or "—")
+        cells += [_cell(round(v, 2) if v is not None else None) for v in (run.last(FINAL.psnr), best, run.last(VAL.baseline_psnr))]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "avg PSNR: the best weights rolled out over the whole validation video from its first frame (frames 1..T-1).", ""]
     for name, title in FIGURES.items():

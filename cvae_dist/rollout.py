@@ -6,8 +6,9 @@ predicted frame t = 1..T-1. Frame 0 is always given.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable, Literal
+from typing import Literal
 
 import torch
 import torch.utils.checkpoint
@@ -34,6 +35,22 @@ def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, noise: torch.Tensor) 
     return mu + noise * torch.exp(0.5 * logvar)
 
 
+def latent_noise(seed: int, epoch: int, windows: list[int], frames: torch.Tensor, channels: int) -> torch.Tensor:
+    """eps of the reparameterization for a batch of training `windows` of `frames` (B, T, 3, H, W):
+    (B, T-1, channels, H, W), drawn per window from (seed, epoch, window index).
+
+    Keying the noise on the window rather than on a global stream makes a run independent of how
+    its batches are split across processes or accumulation steps, and of resuming.
+    """
+    batch, steps, _, height, width = frames.shape
+    noise = torch.empty((batch, steps - 1, channels, height, width), device=frames.device)
+    generator = torch.Generator(device=frames.device)
+    for row, window in enumerate(windows):
+        generator.manual_seed((seed << 40) ^ (epoch << 24) ^ window)
+        noise[row].normal_(generator=generator)
+    return noise
+
+
 def _flat(x: torch.Tensor) -> torch.Tensor:
     return x.flatten(0, 1)
 
@@ -56,7 +73,7 @@ def _all_frames(fn, *inputs: torch.Tensor):
     return tuple(_unflat(o, batch) for o in out) if isinstance(out, tuple) else _unflat(out, batch)
 
 
-def _checkpoint(fn, *inputs):
+def _recomputed(fn, *inputs):
     # The rollout draws no random numbers inside `fn` (eps is given), so there is no RNG state to
     # stash and restore around each recomputation.
     return torch.utils.checkpoint.checkpoint(fn, *inputs, use_reentrant=False, preserve_rng_state=False)
@@ -64,7 +81,7 @@ def _checkpoint(fn, *inputs):
 
 def _frame_by_frame(fn, *inputs: torch.Tensor):
     """`fn` one frame at a time, each frame's activations recomputed in the backward pass rather than kept."""
-    return _stack([_checkpoint(fn, *(x[:, t] for x in inputs)) for t in range(inputs[0].shape[1])])
+    return _stack([_recomputed(fn, *(x[:, t] for x in inputs)) for t in range(inputs[0].shape[1])])
 
 
 def training_rollout(
@@ -73,7 +90,7 @@ def training_rollout(
     labels: torch.Tensor,
     noise: torch.Tensor,
     teacher_forcing: bool | torch.Tensor,
-    checkpoint: bool = False,
+    recompute: bool = False,
     one_step: bool = False,
 ) -> RolloutOutput:
     """Predict frames 1..T-1 of a training window, each z drawn from the posterior q(z_t | x_t, P_t).
@@ -89,13 +106,13 @@ def training_rollout(
     previous frame (in one batch, from the features already computed), for a loss that keeps a
     free-running model using the previous frame.
 
-    `checkpoint` keeps only each frame's inputs and outputs for the backward pass and recomputes
+    `recompute` (activation checkpointing) keeps only each frame's inputs and outputs for the backward pass and recomputes
     the layers in between, one frame at a time: activation memory then grows with the window by
     a few feature maps per frame instead of every layer's, for about one more forward pass of
     compute. The pose labels are still encoded in one batch and not recomputed, so that batch
     normalisation sees the same batch (and updates its running statistics once) either way.
     """
-    run = _frame_by_frame if checkpoint else _all_frames
+    run = _frame_by_frame if recompute else _all_frames
     frame_features = run(model.encode_frames, frames)
     label_features = _all_frames(model.encode_labels, labels[:, 1:])
     mu, logvar = run(model.posterior, frame_features[:, 1:], label_features)
@@ -104,7 +121,7 @@ def training_rollout(
     if teacher_forcing is True:
         return RolloutOutput(pred=ahead, mu=mu, logvar=logvar)
     forced = (frame_features[:, :-1], teacher_forcing) if isinstance(teacher_forcing, torch.Tensor) else None
-    pred = _autoregress(model, frame_features[:, 0], label_features, z, checkpoint, forced)
+    pred = _autoregress(model, frame_features[:, 0], label_features, z, recompute, forced)
     return RolloutOutput(pred=pred, mu=mu, logvar=logvar, one_step=ahead)
 
 
@@ -118,12 +135,12 @@ def _autoregress(
     first_feature: torch.Tensor,
     label_features: torch.Tensor,
     z: torch.Tensor,
-    checkpoint: bool = False,
+    recompute: bool = False,
     forced: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Decode step by step, encoding each predicted frame as the next step's input; `forced`
     (true frames' features and a (B, T-1) mask) swaps in true frames where the mask is set."""
-    call = _checkpoint if checkpoint else (lambda fn, *args: fn(*args))
+    call = _recomputed if recompute else (lambda fn, *args: fn(*args))
     prev_feature, predictions, steps = first_feature, [], z.shape[1]
     for t in range(steps):
         if t + 1 < steps:
@@ -161,9 +178,7 @@ def generate(
     """
     batch, steps = labels.shape[:2]
     height, width = first_frame.shape[-2:]
-    label_features = torch.cat(
-        [_unflat(model.encode_labels(_flat(chunk)), batch) for chunk in labels[:, 1:].split(LABEL_CHUNK, dim=1)], dim=1
-    )
+    label_features = torch.cat([_unflat(model.encode_labels(_flat(chunk)), batch) for chunk in labels[:, 1:].split(LABEL_CHUNK, dim=1)], dim=1)
     latent_shape = (batch, model.config.N_dim, height, width)
     frames, prev = [first_frame], first_frame
     for t in range(steps - 1):

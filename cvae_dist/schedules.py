@@ -1,16 +1,20 @@
-"""The two schedules of the method: the KL weight beta and the teacher-forcing ratio.
+"""The schedules of a run: the KL weight beta, teacher forcing and the learning rate.
 
-Both are pure functions of a counter (an epoch or an optimizer step), so a resumed run
-recomputes exactly the values an uninterrupted run would have used.
+Each is a pure function of where training is (an epoch, an optimizer step, a window), so a
+resumed run recomputes exactly the values an uninterrupted run would have used. `Schedules`
+reads the method's settings, so that the training loop only says where it is.
 """
 
 from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+
+from cvae_dist.config import MethodConfig, TrainConfig
 
 
 def cyclical_beta(iteration: int, total: int, n_cycle: int, ratio: float, start: float = 0.0, stop: float = 1.0) -> float:
@@ -82,3 +86,64 @@ def teacher_forcing_frames(ratio: float, seed: int, epoch: int, windows: list[in
         generator.manual_seed((seed << 40) ^ (epoch << 24) ^ window ^ (1 << 62))
         mask[row].uniform_(generator=generator)
     return mask < ratio
+
+
+@dataclass(frozen=True)
+class Schedules:
+    """beta and teacher forcing of one run, as functions of where training is."""
+
+    method: MethodConfig
+    """The settings of both schedules."""
+    seed: int
+    """Seed of the teacher-forcing coins."""
+    annealer: KLAnnealer
+    """beta against epochs or optimizer steps (--kl_anneal_unit)."""
+
+    @classmethod
+    def of_run(cls, method: MethodConfig, seed: int, epochs: int, steps_in_epoch: Callable[[int], int]) -> Schedules:
+        """The schedules of a run of `epochs` epochs, epoch e having `steps_in_epoch(e)` optimizer steps."""
+        total = epochs if method.kl_anneal_unit == "epoch" else sum(steps_in_epoch(e) for e in range(epochs))
+        return cls(method, seed, KLAnnealer(method.kl_anneal_type, total, method.kl_anneal_cycle, method.kl_anneal_ratio))
+
+    def beta(self, epoch: int, step: int) -> float:
+        """The KL weight in epoch `epoch` (0-based) at optimizer step `step` (0-based, counted over the run)."""
+        return self.annealer.beta(epoch if self.method.kl_anneal_unit == "epoch" else step)
+
+    def tfr(self, epoch: int) -> float:
+        """The teacher-forcing ratio of an epoch."""
+        return teacher_forcing_ratio(epoch, self.method.tfr, self.method.tfr_sde, self.method.tfr_d_step)
+
+    def teacher_forcing(self, epoch: int, step_in_epoch: int, windows: list[int], steps: int) -> bool | torch.Tensor:
+        """What a batch of `windows` (each predicting `steps` frames) is fed at optimizer step
+        `step_in_epoch`: true previous frames or not (one coin per epoch or per step), or a
+        (len(windows), steps) mask of them per frame."""
+        ratio = self.tfr(epoch)
+        if self.method.tfr_coin == "frame":
+            return teacher_forcing_frames(ratio, self.seed, epoch, windows, steps)
+        return teacher_forcing_coin(ratio, self.seed, epoch, step_in_epoch if self.method.tfr_coin == "batch" else None)
+
+    def warning(self) -> str | None:
+        """A warning when beta never rises above 0 (the KL is never weighed)."""
+        if not self.annealer.stays_zero:
+            return None
+        method, annealer = self.method, self.annealer
+        return (
+            f"warning: beta stays 0 for the whole run (the KL is never weighed): --kl_anneal_type {method.kl_anneal_type} "
+            f"has {annealer.cycles} cycle(s) in {annealer.total} {method.kl_anneal_unit}(s); give each cycle at least "
+            "2 (fewer --kl_anneal_cycle, more --num_epoch, or --kl_anneal_unit step)"
+        )
+
+
+def lr_scheduler(optimizer: torch.optim.Optimizer, train: TrainConfig) -> torch.optim.lr_scheduler.MultiStepLR:
+    """The course's learning-rate schedule, stepped once per epoch."""
+    return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=train.lr_milestones, gamma=train.lr_gamma)
+
+
+def learning_rate(train: TrainConfig, epoch: int) -> float:
+    """The learning rate after `epoch` epochs, as training's own scheduler has it."""
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=train.lr)
+    scheduler = lr_scheduler(optimizer, train)
+    for _ in range(epoch):
+        optimizer.step()  # no gradient: changes nothing, but the scheduler expects a step before its own
+        scheduler.step()
+    return scheduler.get_last_lr()[0]

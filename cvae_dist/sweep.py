@@ -30,12 +30,12 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from cvae_dist.config import AT_LEAST_0, number, options, read_yaml, resolve
+from cvae_dist.config import AT_LEAST_0, current_name, number, options, read_yaml, resolve
 from cvae_dist.errors import ArgumentParser, UserError, run_command
 
 
 def load_grid(path: str | Path) -> list[dict[str, Any]]:
-    """The points of a grid file, each a mapping of setting -> value (base settings included)."""
+    """The points of a grid file, each a mapping of setting (by its current name) -> value, base settings included."""
     data = read_yaml(path, label=f"grid {path}")
     if "grid" not in data or set(data) - {"base", "grid"}:
         raise UserError(f"{path}: expected a mapping with a 'grid' key and an optional 'base' key")
@@ -47,7 +47,7 @@ def load_grid(path: str | Path) -> list[dict[str, Any]]:
     for block in blocks:
         axes = {k: v if isinstance(v, list) else [v] for k, v in block.items()}
         for values in itertools.product(*axes.values()):
-            points.append({**base, **dict(zip(axes, values))})
+            points.append({current_name(k): v for k, v in {**base, **dict(zip(axes, values))}.items()})
     for index, point in enumerate(points):
         resolve({k: (v, f"{path} point {index}") for k, v in point.items()})  # raises a UserError naming the setting
     return points

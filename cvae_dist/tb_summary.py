@@ -22,15 +22,13 @@ from typing import Any
 
 from matplotlib.figure import Figure
 from tensorboard.backend.event_processing import event_multiplexer
-from tensorboard.plugins.hparams import plugin_data_pb2
-from tensorboard.plugins.hparams.metadata import SESSION_START_INFO_TAG
+from tensorboard.plugins.hparams.metadata import PLUGIN_NAME as HPARAMS_PLUGIN
 
+from cvae_dist.config import is_bookkeeping
 from cvae_dist.errors import ArgumentParser, UserError, output_folder, run_command
-from cvae_dist.tracking import TB_PROJECT
+from cvae_dist.tracking import EPOCH, FINAL, TB_PROJECT, TRAIN, VAL, read_hparams
 
 RESULT_COLUMNS = ("run", "best_val_psnr", "final_val_psnr", "steps", "epochs", "wall_time_s")
-# Settings that differ between runs by construction rather than by design; the CSV keeps them.
-BOOKKEEPING = {"save_root", "logging_dir", "resume_from_checkpoint", "debug"}
 
 
 @dataclass
@@ -65,7 +63,7 @@ def read_runs(logroot: Path) -> list[RunSummary]:
     multiplexer = event_multiplexer.EventMultiplexer(size_guidance={"scalars": 0, "tensors": 0})
     multiplexer.AddRunsFromDirectory(str(logroot))
     multiplexer.Reload()
-    hparams_content = multiplexer.PluginRunToTagToContent("hparams")
+    hparams_content = multiplexer.PluginRunToTagToContent(HPARAMS_PLUGIN)
     runs = []
     for run in sorted(multiplexer.Runs()):
         scalars = multiplexer.GetAccumulator(run).Tags()["scalars"]
@@ -76,20 +74,20 @@ def read_runs(logroot: Path) -> list[RunSummary]:
         def times(tag: str) -> list[float]:
             return [e.wall_time for e in multiplexer.Scalars(run, tag)]
 
-        val_psnr = series("val/psnr")
-        final = series("final/psnr")
+        val_psnr = series(VAL.psnr)
+        final = series(FINAL.psnr)
         walls = [t for tag in scalars for t in times(tag)]
         runs.append(
             RunSummary(
                 name=run_display_name(run),
-                hparams=_hparams(hparams_content.get(run, {})),
+                hparams=read_hparams(hparams_content.get(run, {})),
                 best_val_psnr=max((v for _, v in val_psnr), default=math.nan),
                 final_val_psnr=final[-1][1] if final else (val_psnr[-1][1] if val_psnr else math.nan),
-                steps=max((s for s, _ in series("train/loss")), default=0),
-                epochs=max((s for s, _ in series("epoch/loss")), default=0),
+                steps=max((s for s, _ in series(TRAIN.loss)), default=0),
+                epochs=max((s for s, _ in series(EPOCH.loss)), default=0),
                 wall_time_s=round(max(walls) - multiplexer.FirstEventTimestamp(run), 1) if walls else math.nan,
-                psnr_per_frame=series("final/psnr_per_frame"),
-                loss=series("train/loss"),
+                psnr_per_frame=series(FINAL.psnr_per_frame),
+                loss=series(TRAIN.loss),
             )
         )
     if not runs:
@@ -97,17 +95,10 @@ def read_runs(logroot: Path) -> list[RunSummary]:
     return runs
 
 
-def _hparams(tag_to_content: dict[str, bytes]) -> dict[str, Any]:
-    content = tag_to_content.get(SESSION_START_INFO_TAG)
-    if content is None:
-        return {}
-    info = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info
-    return {name: value.WhichOneof("kind") and getattr(value, value.WhichOneof("kind")) for name, value in sorted(info.hparams.items())}
-
-
 def varying_hparams(runs: list[RunSummary]) -> list[str]:
+    """The settings that differ between runs by design: bookkeeping ones (their folders) differ by construction; the CSV keeps them."""
     names = dict.fromkeys(k for run in runs for k in run.hparams)
-    return [k for k in names if k not in BOOKKEEPING and len({repr(run.hparams.get(k)) for run in runs}) > 1]
+    return [k for k in names if not is_bookkeeping(k) and len({repr(run.hparams.get(k)) for run in runs}) > 1]
 
 
 def write_csv(runs: list[RunSummary], path: Path) -> None:

@@ -1,4 +1,7 @@
-"""What goes into TensorBoard beyond plain scalars: the HParams record and image strips.
+"""What a run logs to TensorBoard: the tags of its scalars, the HParams record and image strips.
+
+The trainer logs under the tags below, and the report and the sweep summary read them back, so
+the names live here only.
 
 Accelerate's own `init_trackers(config=...)` writes hparams into a separate event folder with
 no metrics, which leaves TensorBoard's HParams dashboard empty. Writing the hparams summary
@@ -8,17 +11,89 @@ its metrics (as PyTorch Lightning does).
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
+from tensorboard.plugins.hparams import plugin_data_pb2
+from tensorboard.plugins.hparams.metadata import SESSION_START_INFO_TAG
 from torch.utils.tensorboard.summary import hparams
 
 # Accelerate's tracker writes a run's events under <logging_dir>/<project name>.
 TB_PROJECT = "tb"
 
+
+@dataclass(frozen=True)
+class StepTags:
+    """Scalars averaged over optimizer steps (over batches and processes): every --log_every steps at
+    the step under `train/`, and every epoch at the epoch count under `epoch/`."""
+
+    loss: str
+    """The training loss: MSE + beta * KL (+ the weighted one-step MSE)."""
+    mse: str
+    """The reconstruction MSE, summed over frames."""
+    kl: str
+    """The KL term before beta, summed over frames."""
+    teacher_forcing: str
+    """The share of frames predicted from true previous frames."""
+    grad_norm: str
+    """The gradient norm before clipping."""
+    beta: str
+    """The KL weight of the latest step."""
+    tfr: str
+    """The teacher-forcing ratio."""
+    lr: str
+    """The learning rate."""
+
+    def of(self, values: dict[str, float]) -> dict[str, float]:
+        """{'loss': 0.1} -> {'train/loss': 0.1}."""
+        return {getattr(self, name): value for name, value in values.items()}
+
+
+def _step_tags(scope: str) -> StepTags:
+    return StepTags(*(f"{scope}/{f.name}" for f in dataclasses.fields(StepTags)))
+
+
+TRAIN, EPOCH = _step_tags("train"), _step_tags("epoch")
+NONFINITE_STEPS = "train/nonfinite_steps"
+"""Optimizer steps skipped so far because their loss or gradient was not finite (logged when it grows)."""
+
+
+@dataclass(frozen=True)
+class ValTags:
+    """The validation rollout's scores, at the epoch count."""
+
+    psnr: str = "val/psnr"
+    """Average PSNR of the rollout from the first frame."""
+    best_psnr: str = "val/best_psnr"
+    """The best of those so far."""
+    baseline_psnr: str = "val/baseline_psnr"
+    """Average PSNR of copying the first frame."""
+    one_step_psnr: str = "val/one_step_psnr"
+    """Average PSNR of each frame predicted from the true previous frame."""
+    copy_previous_psnr: str = "val/copy_previous_psnr"
+    """Average PSNR of copying the true previous frame."""
+    rollout: str = "val/rollout"
+    """An image: truth, rollout and pose at frames spread over the video."""
+
+
+@dataclass(frozen=True)
+class FinalTags:
+    """The evaluation of the best weights at the end of a run."""
+
+    psnr: str = "final/psnr"
+    """Average PSNR of the rollout, at the epoch count."""
+    baseline_psnr: str = "final/baseline_psnr"
+    """Average PSNR of copying the first frame, at the epoch count."""
+    psnr_per_frame: str = "final/psnr_per_frame"
+    """PSNR of each frame, at the frame's index."""
+
+
+VAL, FINAL = ValTags(), FinalTags()
 # The scalars the HParams dashboard shows next to each run's settings.
-HPARAM_METRICS = ("val/psnr", "val/best_psnr", "final/psnr", "epoch/loss")
+HPARAM_METRICS = (VAL.psnr, VAL.best_psnr, FINAL.psnr, EPOCH.loss)
 
 
 def hparam_value(value: Any) -> bool | int | float | str:
@@ -34,6 +109,15 @@ def write_hparams(writer, settings: dict[str, Any]) -> None:
     for summary in hparams(values, {tag: 0.0 for tag in HPARAM_METRICS}):
         writer.file_writer.add_summary(summary)
     writer.flush()
+
+
+def read_hparams(tag_to_content: dict[str, bytes]) -> dict[str, Any]:
+    """A run's settings from the content of its `hparams` plugin tags (empty for a run written without them)."""
+    content = tag_to_content.get(SESSION_START_INFO_TAG)
+    if content is None:
+        return {}
+    session = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info
+    return {name: getattr(value, kind) for name, value in sorted(session.hparams.items()) if (kind := value.WhichOneof("kind"))}
 
 
 def frame_strip(rows: list[torch.Tensor], columns: int = 8, scale: int = 2) -> np.ndarray:

@@ -20,14 +20,23 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)
 
 # Small enough for seconds of CPU, big enough for several windows of 8 frames per epoch.
-SMALL_DATASET = dict(
-    train_frames=128, clip_frames=64, val_frames=64, test_frames=40, test_sequences=2, height=64, width=128, progress=False
-)
+SMALL_DATASET = dict(train_frames=128, clip_frames=64, val_frames=64, test_frames=40, test_sequences=2, height=64, width=128, progress=False)
 
 # Flags that make a training run take seconds on a CPU.
 TINY_RUN = [
-    "--preset", "tiny", "--train_vi_len", "8", "--val_vi_len", "16", "--batch_size", "2",
-    "--num_workers", "0", "--lr_milestones", "--log_every", "1",
+    "--preset",
+    "tiny",
+    "--train_vi_len",
+    "8",
+    "--val_vi_len",
+    "16",
+    "--batch_size",
+    "2",
+    "--num_workers",
+    "0",
+    "--lr_milestones",
+    "--log_every",
+    "1",
 ]
 
 
@@ -47,10 +56,20 @@ def run_env() -> dict[str, str]:
 def accelerate_launch(args: list[str], cwd: Path, timeout: int = 300, extra: list[str] | None = None) -> subprocess.CompletedProcess:
     """`accelerate launch cvae_dist/train.py ARGS` as a user would type it, on one CPU process."""
     command = [
-        sys.executable, "-m", "accelerate.commands.launch",
-        "--num_processes", "1", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--num_processes",
+        "1",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
         *(extra or []),
-        str(REPO / "cvae_dist" / "train.py"), *args,
+        str(REPO / "cvae_dist" / "train.py"),
+        *args,
     ]
     return subprocess.run(command, cwd=cwd, env=run_env(), capture_output=True, text=True, timeout=timeout)
 
@@ -59,8 +78,25 @@ def accelerate_launch(args: list[str], cwd: Path, timeout: int = 300, extra: lis
 def tiny_run(dataset_root, tmp_path_factory) -> Path:
     """A finished two-epoch run: teacher forcing in epoch 1 only, beta annealed per epoch, 8 steps an epoch."""
     save_root = tmp_path_factory.mktemp("tiny_run") / "teacher_forced_then_free"
-    args = ["--DR", str(dataset_root), "--save_root", str(save_root), *TINY_RUN, "--num_epoch", "2", "--per_save", "1",
-            "--tfr", "1", "--tfr_sde", "1", "--tfr_d_step", "1", "--kl_anneal_type", "Monotonic"]
+    args = [
+        "--DR",
+        str(dataset_root),
+        "--save_root",
+        str(save_root),
+        *TINY_RUN,
+        "--num_epoch",
+        "2",
+        "--per_save",
+        "1",
+        "--tfr",
+        "1",
+        "--tfr_sde",
+        "1",
+        "--tfr_d_step",
+        "1",
+        "--kl_anneal_type",
+        "Monotonic",
+    ]
     result = accelerate_launch(args, cwd=save_root.parent, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     return save_root

@@ -54,8 +54,13 @@ class Motion:
         self.angles = {
             name: self._wiggle(rng, amplitude, frames) + offset
             for name, offset, amplitude in (
-                ("torso", 0.0, 0.15), ("head", 0.0, 0.25), ("arm_a", -0.5, 1.1), ("arm_b", 0.5, 1.1),
-                ("elbow_a", -0.4, 0.6), ("elbow_b", 0.4, 0.6), ("bend", 0.15, 0.15),
+                ("torso", 0.0, 0.15),
+                ("head", 0.0, 0.25),
+                ("arm_a", -0.5, 1.1),
+                ("arm_b", 0.5, 1.1),
+                ("elbow_a", -0.4, 0.6),
+                ("elbow_b", 0.4, 0.6),
+                ("bend", 0.15, 0.15),
             )
         }
         self.x, self.moving = self._walks(rng, frames)
@@ -71,9 +76,7 @@ class Motion:
     @staticmethod
     def _wiggle(rng, amplitude, frames):
         t = np.arange(frames)
-        return sum(
-            amplitude / 3 * np.sin(2 * np.pi * t / rng.uniform(20, 90) + rng.uniform(0, 2 * np.pi)) for _ in range(3)
-        )
+        return sum(amplitude / 3 * np.sin(2 * np.pi * t / rng.uniform(20, 90) + rng.uniform(0, 2 * np.pi)) for _ in range(3))
 
     @staticmethod
     def _walks(rng, frames):
@@ -107,9 +110,15 @@ class Motion:
         elbow_a = _point(neck, a["arm_a"], UPPER_ARM)
         elbow_b = _point(neck, a["arm_b"], UPPER_ARM)
         return {
-            "hip": hip, "neck": neck, "head": _point(neck, math.pi + a["torso"] + a["head"], NECK + 0.06),
-            "knee_a": shift(knee_a), "knee_b": shift(knee_b), "foot_a": shift(foot_a), "foot_b": shift(foot_b),
-            "elbow_a": elbow_a, "elbow_b": elbow_b,
+            "hip": hip,
+            "neck": neck,
+            "head": _point(neck, math.pi + a["torso"] + a["head"], NECK + 0.06),
+            "knee_a": shift(knee_a),
+            "knee_b": shift(knee_b),
+            "foot_a": shift(foot_a),
+            "foot_b": shift(foot_b),
+            "elbow_a": elbow_a,
+            "elbow_b": elbow_b,
             "hand_a": _point(elbow_a, a["arm_a"] + a["elbow_a"], FOREARM),
             "hand_b": _point(elbow_b, a["arm_b"] + a["elbow_b"], FOREARM),
         }
@@ -181,8 +190,15 @@ def _write_video(motion: Motion, image_dir: Path, label_dir: Path, first_name: i
             Image.fromarray(render_frame(joints, backdrop)).save(image_dir / name)
 
 
-def generate(root: Path, train_frames: int = 6400, seed: int = 0, clip_frames: int = 400,
-             val_frames: int = 630, test_sequences: int = 5, test_frames: int = 630) -> Path:
+def generate(
+    root: Path,
+    train_frames: int = 6400,
+    seed: int = 0,
+    clip_frames: int = 400,
+    val_frames: int = 630,
+    test_sequences: int = 5,
+    test_frames: int = 630,
+) -> Path:
     """Write the dataset under ``root`` (which must not exist yet) and return it. It is written
     beside it first and renamed into place, so that an interrupted run leaves no partial ``root``."""
     root = Path(root)
@@ -201,13 +217,10 @@ def _write(root: Path, train_frames: int, seed: int, clip_frames: int, val_frame
     clips = streams[0].spawn(math.ceil(train_frames / clip_frames))
     for k, start in enumerate(range(0, train_frames, clip_frames)):
         frames = min(clip_frames, train_frames - start)
-        _write_video(Motion(np.random.default_rng(clips[k]), frames), root / "train/train_img",
-                     root / "train/train_label", start, frames, backdrop)
-    _write_video(Motion(np.random.default_rng(streams[1]), val_frames), root / "val/val_img", root / "val/val_label",
-                 0, val_frames, backdrop)
+        _write_video(Motion(np.random.default_rng(clips[k]), frames), root / "train/train_img", root / "train/train_label", start, frames, backdrop)
+    _write_video(Motion(np.random.default_rng(streams[1]), val_frames), root / "val/val_img", root / "val/val_label", 0, val_frames, backdrop)
     for k, stream in enumerate(streams[2].spawn(test_sequences)):
-        _write_video(Motion(np.random.default_rng(stream), test_frames), root / f"test/test_img/{k}",
-                     root / f"test/test_label/{k}", 0, 1, backdrop)
+        _write_video(Motion(np.random.default_rng(stream), test_frames), root / f"test/test_img/{k}", root / f"test/test_label/{k}", 0, 1, backdrop)
 
 
 def main(argv=None) -> None:

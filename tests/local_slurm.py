@@ -56,7 +56,7 @@ class LocalSlurm:
         """Environment in which sbatch/srun/scontrol talk to this cluster."""
         return {**base, "SLURM_CONF": str(self.conf)}
 
-    def __enter__(self) -> "LocalSlurm":
+    def __enter__(self) -> LocalSlurm:
         try:
             self._start()
         except BaseException:
@@ -73,8 +73,19 @@ class LocalSlurm:
         key = munge / "munge.key"
         key.write_bytes(os.urandom(1024))
         key.chmod(0o400)
-        self._spawn("munged", [_daemon("munged"), "--foreground", "--force", f"--socket={self.socket}", f"--key-file={key}",
-                               f"--pid-file={munge / 'munged.pid'}", f"--log-file={munge / 'munged.log'}", f"--seed-file={munge / 'munged.seed'}"])
+        self._spawn(
+            "munged",
+            [
+                _daemon("munged"),
+                "--foreground",
+                "--force",
+                f"--socket={self.socket}",
+                f"--key-file={key}",
+                f"--pid-file={munge / 'munged.pid'}",
+                f"--log-file={munge / 'munged.log'}",
+                f"--seed-file={munge / 'munged.seed'}",
+            ],
+        )
         self._wait_for(self.socket.exists, "munged")
         for sub in ("state", "spool"):
             (self.folder / sub).mkdir()
@@ -85,27 +96,43 @@ class LocalSlurm:
 
     def _slurm_conf(self) -> str:
         f = self.folder
-        return "\n".join([
-            "ClusterName=cvaetest",
-            f"SlurmctldHost={self.node}(127.0.0.1)",
-            "SlurmUser=root", "SlurmdUser=root",
-            f"SlurmctldPort={free_port()}", f"SlurmdPort={free_port()}",
-            # A requeued job may start again cred_expire + 1 s after it stopped (Slurm's default: 120 s).
-            "AuthType=auth/munge", "CredType=cred/munge", f"AuthInfo=socket={self.socket},cred_expire=15",
-            f"StateSaveLocation={f / 'state'}", f"SlurmdSpoolDir={f / 'spool'}",
-            f"SlurmctldPidFile={f / 'slurmctld.pid'}", f"SlurmdPidFile={f / 'slurmd.pid'}",
-            f"SlurmctldLogFile={f / 'slurmctld.log'}", f"SlurmdLogFile={f / 'slurmd.log'}",
-            "ProctrackType=proctrack/linuxproc", "TaskPlugin=task/none", "MpiDefault=none",
-            "SelectType=select/cons_tres", "SelectTypeParameters=CR_CPU",
-            "SchedulerType=sched/backfill", "ReturnToService=2",
-            # Declare `cpus` CPUs whatever the machine has, so small jobs run side by side.
-            "SlurmdParameters=config_overrides",
-            "AccountingStorageType=accounting_storage/none", "JobAcctGatherType=jobacct_gather/none", "JobCompType=jobcomp/none",
-            "SchedulerParameters=sched_interval=1", "MessageTimeout=30",
-            f"NodeName={self.node} NodeAddr=127.0.0.1 CPUs={self.cpus} RealMemory=1000 State=UNKNOWN",
-            "PartitionName=test Nodes=ALL Default=YES MaxTime=INFINITE State=UP",
-            "",
-        ])
+        return "\n".join(
+            [
+                "ClusterName=cvaetest",
+                f"SlurmctldHost={self.node}(127.0.0.1)",
+                "SlurmUser=root",
+                "SlurmdUser=root",
+                f"SlurmctldPort={free_port()}",
+                f"SlurmdPort={free_port()}",
+                # A requeued job may start again cred_expire + 1 s after it stopped (Slurm's default: 120 s).
+                "AuthType=auth/munge",
+                "CredType=cred/munge",
+                f"AuthInfo=socket={self.socket},cred_expire=15",
+                f"StateSaveLocation={f / 'state'}",
+                f"SlurmdSpoolDir={f / 'spool'}",
+                f"SlurmctldPidFile={f / 'slurmctld.pid'}",
+                f"SlurmdPidFile={f / 'slurmd.pid'}",
+                f"SlurmctldLogFile={f / 'slurmctld.log'}",
+                f"SlurmdLogFile={f / 'slurmd.log'}",
+                "ProctrackType=proctrack/linuxproc",
+                "TaskPlugin=task/none",
+                "MpiDefault=none",
+                "SelectType=select/cons_tres",
+                "SelectTypeParameters=CR_CPU",
+                "SchedulerType=sched/backfill",
+                "ReturnToService=2",
+                # Declare `cpus` CPUs whatever the machine has, so small jobs run side by side.
+                "SlurmdParameters=config_overrides",
+                "AccountingStorageType=accounting_storage/none",
+                "JobAcctGatherType=jobacct_gather/none",
+                "JobCompType=jobcomp/none",
+                "SchedulerParameters=sched_interval=1",
+                "MessageTimeout=30",
+                f"NodeName={self.node} NodeAddr=127.0.0.1 CPUs={self.cpus} RealMemory=1000 State=UNKNOWN",
+                "PartitionName=test Nodes=ALL Default=YES MaxTime=INFINITE State=UP",
+                "",
+            ]
+        )
 
     def _spawn(self, name: str, command: list[str]) -> None:
         log = (self.folder / f"{name}.stdout").open("wb")

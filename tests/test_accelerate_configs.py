@@ -50,8 +50,16 @@ def test_config_parses_with_accelerates_loader(name):
 
 
 def launch(config: str, processes: int, save_root: Path, dataset_root: Path, precision: str = "no"):
-    extra = ["--config_file", str(CONFIGS / config), "--num_processes", str(processes), "--main_process_port", str(free_port()),
-             "--mixed_precision", precision]
+    extra = [
+        "--config_file",
+        str(CONFIGS / config),
+        "--num_processes",
+        str(processes),
+        "--main_process_port",
+        str(free_port()),
+        "--mixed_precision",
+        precision,
+    ]
     result = accelerate_launch(["--DR", str(dataset_root), "--save_root", str(save_root), *RUN], cwd=save_root.parent, extra=extra, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     return result
@@ -82,7 +90,9 @@ def test_single_gpu_script_reaches_train_py_with_the_rtx_config(tmp_path):
     environment = run_env()
     environment["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), environment["PATH"]])
     environment.update(RUNS=str(tmp_path / "runs"))
-    result = subprocess.run([str(REPO / "launch" / "single_gpu.sh"), "--help"], cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=900)
+    result = subprocess.run(
+        [str(REPO / "launch" / "single_gpu.sh"), "--help"], cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=900
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "training on 1 GPU(s)" in result.stdout and f"tensorboard --logdir {tmp_path / 'runs'}" in result.stdout
     assert "usage: cvae_dist/train.py" in result.stdout
@@ -107,7 +117,7 @@ def test_rtx_config_trains_on_the_gpu(dataset_root, tmp_path):
 
 
 def test_cpu_threads_note_names_the_flag_only_when_cores_would_idle():
-    from cvae_dist.train import cpu_threads_note
+    from cvae_dist.training.precision import cpu_threads_note
 
     note = cpu_threads_note(threads=1, cores_per_process=8)
     assert "1 CPU thread(s)" in note and "--num_cpu_threads_per_process 8" in note

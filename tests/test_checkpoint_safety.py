@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from cvae_dist import checkpoint as ckpt
-from cvae_dist.config import ModelConfig, PRESETS, parse_args
+from cvae_dist.config import PRESETS, ModelConfig, parse_args
 from cvae_dist.errors import UserError
 from cvae_dist.loss import kl_per_frame
 from cvae_dist.model import CVAE
@@ -47,13 +47,19 @@ def test_the_settings_hash_ignores_where_and_how_often_a_run_writes(tmp_path):
     assert ckpt.run_identity(config(tmp_path / "a", "--lr", "0.01")) != same
 
 
-@pytest.mark.parametrize("damage, problem", [
-    (lambda f: os.truncate(f / "optimizer.bin", 4), "optimizer.bin has 4 bytes, its manifest says 15 (truncated or replaced)"),
-    (lambda f: (f / "optimizer.bin").write_bytes(b"STATEstateSTATE"), "optimizer.bin does not match its SHA-256 in the manifest (corrupted)"),
-    (lambda f: (f / "optimizer.bin").unlink(), "optimizer.bin is missing (listed in manifest.json)"),
-    (lambda f: (f / ckpt.MANIFEST).unlink(), "no manifest.json: not a complete cvae-dist checkpoint"),
-    (lambda f: (f / ckpt.MANIFEST).write_text("{"), "manifest.json is unreadable (JSONDecodeError: Expecting property name enclosed in double quotes: line 1 column 2 (char 1))"),
-])
+@pytest.mark.parametrize(
+    "damage, problem",
+    [
+        (lambda f: os.truncate(f / "optimizer.bin", 4), "optimizer.bin has 4 bytes, its manifest says 15 (truncated or replaced)"),
+        (lambda f: (f / "optimizer.bin").write_bytes(b"STATEstateSTATE"), "optimizer.bin does not match its SHA-256 in the manifest (corrupted)"),
+        (lambda f: (f / "optimizer.bin").unlink(), "optimizer.bin is missing (listed in manifest.json)"),
+        (lambda f: (f / ckpt.MANIFEST).unlink(), "no manifest.json: not a complete cvae-dist checkpoint"),
+        (
+            lambda f: (f / ckpt.MANIFEST).write_text("{"),
+            "manifest.json is unreadable (JSONDecodeError: Expecting property name enclosed in double quotes: line 1 column 2 (char 1))",
+        ),
+    ],
+)
 def test_damage_is_found_and_latest_falls_back_to_the_previous_intact_checkpoint(tmp_path, damage, problem):
     write_checkpoint(tmp_path, 2)
     latest = write_checkpoint(tmp_path, 3)
@@ -73,8 +79,7 @@ def test_a_kill_while_writing_or_replacing_leaves_nothing_half_done(tmp_path):
     (best / "model.safetensors").write_bytes(b"weights")
     os.rename(best, tmp_path / ".best.old")  # killed between moving the old best aside and renaming the new one in
     notes = ckpt.recover(tmp_path)
-    assert notes == [f"note: restored {best}, which a killed run was replacing",
-                     f"note: removed {unfinished}, an unfinished checkpoint write"]
+    assert notes == [f"note: restored {best}, which a killed run was replacing", f"note: removed {unfinished}, an unfinished checkpoint write"]
     assert (best / "model.safetensors").read_bytes() == b"weights"
     assert ckpt.list_checkpoints(tmp_path) == [good] and not unfinished.exists()
 
@@ -106,7 +111,9 @@ def test_same_settings_continue_the_run_and_overwrite_removes_only_what_a_run_wr
 
 def test_latest_in_an_empty_folder_starts_from_the_beginning(tmp_path):
     assert ckpt.choose_start(config(tmp_path, "--resume_from_checkpoint", "latest")) == (
-        None, [f"note: no checkpoint in {tmp_path / 'checkpoints'} yet: starting from the beginning"])
+        None,
+        [f"note: no checkpoint in {tmp_path / 'checkpoints'} yet: starting from the beginning"],
+    )
 
 
 def test_weights_are_checked_for_shape_from_the_safetensors_header(tmp_path):
@@ -121,7 +128,7 @@ def test_the_posterior_log_variance_is_clamped_so_the_kl_stays_finite():
     model = CVAE(ModelConfig(**PRESETS["tiny"]))
     head = model.Gaussian_Predictor[-1]
     with torch.no_grad():
-        head.bias[head.out_channels // 2:] = 500.0  # exp(500) overflows float32
+        head.bias[head.out_channels // 2 :] = 500.0  # exp(500) overflows float32
     features = model.encode_frames(torch.rand(1, 3, 32, 64)), model.encode_labels(torch.rand(1, 3, 32, 64))
     mu, logvar = model.posterior(*features)
     assert logvar.max().item() == model.config.logvar_max

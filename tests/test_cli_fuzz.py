@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cvae_dist import config, docs_figures, evaluate, generate, interop, report, sweep, tb_summary, train
-from cvae_dist.data import synthetic
+from cvae_dist.data.synthetic import __main__ as synthetic
 from cvae_dist.errors import run_command
 
 
@@ -37,14 +37,41 @@ def often(usual: st.SearchStrategy, rare: st.SearchStrategy) -> st.SearchStrateg
 TEXT = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\0"), max_size=10)
 # Beyond 1e308 an int has no float: the huge ones.
 HUGE = 10**400
-NUMBER_WORDS = ["0", "1", "2", "-1", "16", "0.5", "1.5", "-0.0", "1e-3", "nan", "-nan", "inf", "-inf", "1e999",
-                "9" * 40, str(HUGE), str(-HUGE), "1_000", "0x10", "", " ", "two", "none", "true", "[1, 2]"]
+NUMBER_WORDS = [
+    "0",
+    "1",
+    "2",
+    "-1",
+    "16",
+    "0.5",
+    "1.5",
+    "-0.0",
+    "1e-3",
+    "nan",
+    "-nan",
+    "inf",
+    "-inf",
+    "1e999",
+    "9" * 40,
+    str(HUGE),
+    str(-HUGE),
+    "1_000",
+    "0x10",
+    "",
+    " ",
+    "two",
+    "none",
+    "true",
+    "[1, 2]",
+]
 VALUES = st.one_of(st.sampled_from(NUMBER_WORDS), st.integers(-(2**70), 2**70).map(str), st.floats().map(str), TEXT)
 # Flags no command has, spelled like flags.
-UNKNOWN_FLAGS = st.one_of(st.sampled_from(["--batchsize", "--learning_rate", "--bogus", "-x", "--", "--lr_", "--no-lr"]),
-                          TEXT.map(lambda name: f"--{name}")).filter(lambda flag: flag != "--debug")
-SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-3, 40), st.integers(-(2**70), 2**70), st.sampled_from([HUGE, -HUGE]),
-                    st.floats(), st.floats(-2, 2), TEXT)
+UNKNOWN_FLAGS = st.one_of(
+    st.sampled_from(["--batchsize", "--learning_rate", "--bogus", "-x", "--", "--lr_", "--no-lr"]), TEXT.map(lambda name: f"--{name}")
+).filter(lambda flag: flag != "--debug")
+SCALARS = st.one_of(
+    st.none(), st.booleans(), st.integers(-3, 40), st.integers(-(2**70), 2**70), st.sampled_from([HUGE, -HUGE]), st.floats(), st.floats(-2, 2), TEXT
+)
 YAML_VALUES = often(SCALARS, st.one_of(st.lists(SCALARS, max_size=3), st.dictionaries(TEXT, SCALARS, max_size=2)))
 # YAML that does not load: a date that is not one, a bad tag, nesting deeper than Python's stack.
 BROKEN_YAML = st.sampled_from(["lr: 2024-13-45", "lr: !!binary xyz", "lr: [0.1", "{lr: 1, lr: 2}", "- lr", "lr: " + "[" * 500 + "]" * 500])
@@ -77,26 +104,68 @@ def checks_only(parse: Callable[[list[str]], object]) -> Callable[[list[str]], i
 
 INFERENCE_FLAGS = ("--ckpt", "--DR", "--out", "--z", "--seed", "--device")
 COMMANDS = {
-    "train": Command(checks_only(train.parse_command_line), ("--config", "--help", *(f"--{name}" for name in FLAG_NAMES),
-                                                           *(f"--no-{name}" for name, o in config.options().items() if o.base_type is bool)),
-                     leading=lambda places: st.just(["--config", "YAML"])),
-    "evaluate": Command(checks_only(evaluate.parse_command_line), (*INFERENCE_FLAGS, "--val_vi_len", "--samples"),
-                        leading=lambda places: st.tuples(places, places).map(lambda p: ["--ckpt", p[0], "--out", p[1]])),
-    "generate": Command(checks_only(generate.parse_command_line), INFERENCE_FLAGS,
-                        leading=lambda places: st.tuples(places, places).map(lambda p: ["--ckpt", p[0], "--out", p[1]])),
-    "interop": Command(checks_only(interop.parse_command_line), ("--help",), ("command", "COURSE.ckpt", "OUTDIR", "CKPT"),
-                       leading=lambda places: st.tuples(st.sampled_from(["import", "export"]), places, places).map(list)),
-    "report": Command(checks_only(report.parse_command_line), ("--out",), ("RUN_DIR",),
-                      leading=lambda places: st.tuples(places, places).map(lambda p: [p[0], "--out", p[1]])),
+    "train": Command(
+        checks_only(train.parse_command_line),
+        (
+            "--config",
+            "--help",
+            *(f"--{name}" for name in FLAG_NAMES),
+            *(f"--no-{name}" for name, o in config.options().items() if o.base_type is bool),
+        ),
+        leading=lambda places: st.just(["--config", "YAML"]),
+    ),
+    "evaluate": Command(
+        checks_only(evaluate.parse_command_line),
+        (*INFERENCE_FLAGS, "--val_vi_len", "--samples"),
+        leading=lambda places: st.tuples(places, places).map(lambda p: ["--ckpt", p[0], "--out", p[1]]),
+    ),
+    "generate": Command(
+        checks_only(generate.parse_command_line),
+        INFERENCE_FLAGS,
+        leading=lambda places: st.tuples(places, places).map(lambda p: ["--ckpt", p[0], "--out", p[1]]),
+    ),
+    "interop": Command(
+        checks_only(interop.parse_command_line),
+        ("--help",),
+        ("command", "COURSE.ckpt", "OUTDIR", "CKPT"),
+        leading=lambda places: st.tuples(st.sampled_from(["import", "export"]), places, places).map(list),
+    ),
+    "report": Command(
+        checks_only(report.parse_command_line),
+        ("--out",),
+        ("RUN_DIR",),
+        leading=lambda places: st.tuples(places, places).map(lambda p: [p[0], "--out", p[1]]),
+    ),
     "tb_summary": Command(checks_only(tb_summary.parse_command_line), ("--out",), ("logroot",), leading=lambda places: places.map(lambda p: [p])),
-    "sweep": Command(sweep.main, ("--count", "--index", "--list", "--name"), ("grid",),
-                     leading=lambda places: st.sampled_from([["--count"], ["--list"], ["--index", "0"]]).map(lambda action: ["YAML", *action])),
-    "docs_figures": Command(checks_only(docs_figures.parse_command_line), ("--out", "--run"), ("command",),
-                            leading=lambda places: st.sampled_from(["schedules", "demo"]).map(lambda name: [name])),
-    "synthetic": Command(checks_only(synthetic.parse_command_line),
-                         ("--root", "--train-frames", "--seed", "--height", "--width", "--clip-frames", "--val-frames",
-                          "--test-sequences", "--test-frames", "--workers", "--overwrite"),
-                         leading=lambda places: places.map(lambda p: ["--root", p])),
+    "sweep": Command(
+        sweep.main,
+        ("--count", "--index", "--list", "--name"),
+        ("grid",),
+        leading=lambda places: st.sampled_from([["--count"], ["--list"], ["--index", "0"]]).map(lambda action: ["YAML", *action]),
+    ),
+    "docs_figures": Command(
+        checks_only(docs_figures.parse_command_line),
+        ("--out", "--run"),
+        ("command",),
+        leading=lambda places: st.sampled_from(["schedules", "demo"]).map(lambda name: [name]),
+    ),
+    "synthetic": Command(
+        checks_only(synthetic.parse_command_line),
+        (
+            "--root",
+            "--train-frames",
+            "--seed",
+            "--height",
+            "--width",
+            "--clip-frames",
+            "--val-frames",
+            "--test-sequences",
+            "--test-frames",
+            "--workers",
+            "--overwrite",
+        ),
+        leading=lambda places: places.map(lambda p: ["--root", p]),
+    ),
 }
 
 
@@ -107,9 +176,14 @@ def places(tmp_path_factory) -> dict[str, str]:
     (root / "folder").mkdir()
     (root / "file").write_bytes(b"\xff\xfe not text, not YAML, not a checkpoint")
     return {
-        "missing": str(root / "missing"), "folder": str(root / "folder"), "file": str(root / "file"),
-        "under a file": str(root / "file" / "x"), "new": str(root / "new" / "out"), "too long": str(root / ("x" * 300)),
-        "empty": "", "YAML": str(root / "settings.yaml"),
+        "missing": str(root / "missing"),
+        "folder": str(root / "folder"),
+        "file": str(root / "file"),
+        "under a file": str(root / "file" / "x"),
+        "new": str(root / "new" / "out"),
+        "too long": str(root / ("x" * 300)),
+        "empty": "",
+        "YAML": str(root / "settings.yaml"),
     }
 
 

@@ -13,11 +13,32 @@ from cvae_dist.errors import UserError
 from cvae_dist.metrics import SSIM_WINDOW
 
 COURSE_DEFAULTS = {
-    "batch_size": 2, "lr": 0.001, "optim": "Adam", "num_epoch": 70, "per_save": 3, "partial": 1.0,
-    "train_vi_len": 16, "val_vi_len": 630, "frame_H": 32, "frame_W": 64, "F_dim": 128, "L_dim": 32,
-    "N_dim": 12, "D_out_dim": 192, "tfr": 1.0, "tfr_sde": 10, "tfr_d_step": 0.1, "kl_anneal_type": "Cyclical",
-    "kl_anneal_cycle": 10, "kl_anneal_ratio": 1.0, "ckpt_path": None, "fast_train": False, "fast_partial": 0.4,
-    "fast_train_epoch": 5, "num_workers": 4, "DR": None,
+    "batch_size": 2,
+    "lr": 0.001,
+    "optim": "Adam",
+    "num_epoch": 70,
+    "per_save": 3,
+    "partial": 1.0,
+    "train_vi_len": 16,
+    "val_vi_len": 630,
+    "frame_H": 32,
+    "frame_W": 64,
+    "F_dim": 128,
+    "L_dim": 32,
+    "N_dim": 12,
+    "D_out_dim": 192,
+    "tfr": 1.0,
+    "tfr_sde": 10,
+    "tfr_d_step": 0.1,
+    "kl_anneal_type": "Cyclical",
+    "kl_anneal_cycle": 10,
+    "kl_anneal_ratio": 1.0,
+    "ckpt_path": None,
+    "fast_train": False,
+    "fast_partial": 0.4,
+    "fast_train_epoch": 5,
+    "num_workers": 4,
+    "DR": None,
 }
 
 
@@ -88,7 +109,10 @@ def test_flag_types_booleans_and_lists():
         ({"DR": "data\0"}, "run.yaml: DR must be a non-empty text without NUL characters, got 'data\\x00'"),
         ({"L_dim": 6}, "run.yaml: --F_dim + --L_dim + --N_dim must be a multiple of 4 (the decoder fusion quarters it), got 146"),
         ({"logvar_min": 20}, "run.yaml: --logvar_min (20.0) must be below --logvar_max (20.0)"),
-        ({"overwrite": True, "resume_from_checkpoint": "latest"}, "run.yaml: --overwrite and --resume_from_checkpoint contradict each other: choose one"),
+        (
+            {"overwrite": True, "resume_from_checkpoint": "latest"},
+            "run.yaml: --overwrite and --resume_from_checkpoint contradict each other: choose one",
+        ),
     ],
 )
 def test_bad_settings_name_the_key_and_the_problem(settings, message):
@@ -135,7 +159,10 @@ def test_lengths_the_dataset_cannot_give_name_the_setting_and_the_folder(capsys)
     cfg.check_train_length(data, Path("d/train/train_img"), 32)
     with pytest.raises(UserError) as err:
         cfg.check_train_length(data, Path("d/train/train_img"), 31)
-    assert str(err.value) == "--train_vi_len 16: the training video d/train/train_img has 31 frames, 15 of them with --partial 0.5, too few for one window"
+    assert (
+        str(err.value)
+        == "--train_vi_len 16: the training video d/train/train_img has 31 frames, 15 of them with --partial 0.5, too few for one window"
+    )
 
     assert cfg.val_length(630, Path("d/val/val_img"), 630, shorter_ok=False) == 630
     assert cfg.val_length(None, Path("d/val/val_img"), 64, shorter_ok=False) == 64

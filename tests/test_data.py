@@ -93,7 +93,9 @@ def test_missing_root_is_named(tmp_path):
         CourseDataset(tmp_path / "nowhere", 32, 64)
 
 
-@pytest.mark.parametrize("mode, value, expected", [("L", 200, 200), ("RGBA", (40, 50, 60, 0), (40, 50, 60)), ("I;16", 65535, 255), ("I;16", 32896, 128)])
+@pytest.mark.parametrize(
+    "mode, value, expected", [("L", 200, 200), ("RGBA", (40, 50, 60, 0), (40, 50, 60)), ("I;16", 65535, 255), ("I;16", 32896, 128)]
+)
 def test_other_image_modes_become_8_bit_rgb(tmp_path, mode, value, expected):
     path = tmp_path / "0.png"
     Image.new(mode, (8, 4), value).save(path)
@@ -138,13 +140,23 @@ def test_windows_are_consecutive_and_partial_takes_the_start():
 
 def test_fast_train_covers_exactly_fast_train_epoch_epochs(dataset_root, tmp_path):
     """The course's code fast-trains two epochs more than its --fast_train_epoch says; here it is that many."""
-    from cvae_dist.train import Trainer
+    from cvae_dist.training import build
 
-    args = ["--DR", str(dataset_root), "--save_root", str(tmp_path / "run"), *TINY_RUN,
-            "--fast_train", "--fast_partial", "0.5", "--fast_train_epoch", "3"]
-    trainer = Trainer(parse_args(args))
+    args = [
+        "--DR",
+        str(dataset_root),
+        "--save_root",
+        str(tmp_path / "run"),
+        *TINY_RUN,
+        "--fast_train",
+        "--fast_partial",
+        "0.5",
+        "--fast_train_epoch",
+        "3",
+    ]
+    parts = build(parse_args(args))
     # 128 frames: 16 windows of 8 in batches of 2, half of them while fast-training.
-    assert [trainer.batches_in_epoch(epoch) for epoch in range(6)] == [4, 4, 4, 8, 8, 8]
+    assert [parts.batches_in_epoch(epoch) for epoch in range(6)] == [4, 4, 4, 8, 8, 8]
     assert not (tmp_path / "run").exists()
 
 

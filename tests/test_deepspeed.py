@@ -34,8 +34,9 @@ def test_zero2_trains_saves_and_resumes_exactly(processes, dataset_root, tmp_pat
     model, _ = load_model(tmp_path / "run" / "best")  # the weights also load without DeepSpeed
     assert model.training is False
 
-    resumed = deepspeed_launch("deepspeed_zero2.yaml", processes,
-                               [*base, "--save_root", str(tmp_path / "resumed"), "--resume_from_checkpoint", str(checkpoint)], tmp_path)
+    resumed = deepspeed_launch(
+        "deepspeed_zero2.yaml", processes, [*base, "--save_root", str(tmp_path / "resumed"), "--resume_from_checkpoint", str(checkpoint)], tmp_path
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"resumed from {checkpoint} at epoch 0, step {middle}" in resumed.stdout
     uninterrupted = load_file(tmp_path / "run" / "checkpoints" / f"checkpoint-{steps}" / "model.safetensors")

@@ -32,8 +32,12 @@ def max_abs_difference(a: dict, b: dict) -> float:
 def doubled_batch(dataset_root, tmp_path_factory):
     """The reference: one process, batch 2, launched with the shipped CPU config."""
     save_root = tmp_path_factory.mktemp("ddp") / "one-rank"
-    result = accelerate_launch(["--DR", str(dataset_root), "--save_root", str(save_root), *RUN], cwd=save_root.parent,
-                               extra=["--config_file", str(REPO / "accelerate_configs" / "cpu.yaml")], timeout=900)
+    result = accelerate_launch(
+        ["--DR", str(dataset_root), "--save_root", str(save_root), *RUN],
+        cwd=save_root.parent,
+        extra=["--config_file", str(REPO / "accelerate_configs" / "cpu.yaml")],
+        timeout=900,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "world size 1" in result.stdout
     return final_weights(save_root)
@@ -41,8 +45,23 @@ def doubled_batch(dataset_root, tmp_path_factory):
 
 def test_two_gloo_ranks_equal_one_rank_on_the_doubled_batch(doubled_batch, dataset_root, tmp_path):
     save_root = tmp_path / "two-ranks"
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
-               str(REPO / "cvae_dist" / "train.py"), "--DR", str(dataset_root), "--save_root", str(save_root), *RUN, "--batch_size", "1"]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(free_port()),
+        str(REPO / "cvae_dist" / "train.py"),
+        "--DR",
+        str(dataset_root),
+        "--save_root",
+        str(save_root),
+        *RUN,
+        "--batch_size",
+        "1",
+    ]
     result = subprocess.run(command, cwd=tmp_path, env=run_env(), capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "world size 2 (MULTI_CPU" in result.stdout

@@ -172,7 +172,11 @@ def test_every_command_in_the_document_runs(document, dataset_root, tmp_path):
         script = "\n".join(rewrite(command, dataset_root) for command in commands(block))
         done = subprocess.run(
             ["bash", "-euo", "pipefail", "-c", script],
-            cwd=scratch, env=env, capture_output=True, text=True, timeout=BLOCK_TIMEOUT,
+            cwd=scratch,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=BLOCK_TIMEOUT,
         )
         assert done.returncode == 0, (
             f"{block.where()}: exit {done.returncode}\n--- ran ---\n{script}\n--- output ---\n{(done.stdout + done.stderr)[-3000:]}"

@@ -5,16 +5,15 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import REPO, run_env
 from cvae_dist import docs_figures
 from cvae_dist.schedules import KLAnnealer, teacher_forcing_coin, teacher_forcing_ratio
-from conftest import REPO, run_env
 
 # What each labelled line of the figures must be, recomputed here from the schedules directly.
 BETA_EXPECTED = {
@@ -55,7 +54,10 @@ def test_teacher_forcing_figure_plots_the_schedules_values():
 def test_the_docs_command_regenerates_every_embedded_figure(tmp_path):
     done = subprocess.run(
         [sys.executable, "-m", "cvae_dist.docs_figures", "schedules", "--out", str(tmp_path)],
-        env=run_env(), capture_output=True, text=True, timeout=120,
+        env=run_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 0, done.stderr
     written = sorted(p.name for p in tmp_path.iterdir())
@@ -95,7 +97,12 @@ def test_data_image_shows_the_validation_video_stored_small_and_as_labels(datase
     assert stored.shape == (64, 128, 3) and small.shape == (32, 64, 3)  # the fixture's PNGs, and what a model sees
     assert np.array_equal(stored, iio.imread(dataset_root / "val" / "val_img" / "0.png"))
     assert (np.asarray(label) == 255).all(-1).mean() > 0.8  # a pose label: mostly white
-    done = subprocess.run([sys.executable, "-m", "cvae_dist.docs_figures", "data", "--root", str(dataset_root), "--out", str(tmp_path)],
-                          env=run_env(), capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "cvae_dist.docs_figures", "data", "--root", str(dataset_root), "--out", str(tmp_path)],
+        env=run_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert iio.imread(tmp_path / "dataset_frames.png").shape[1] > 600

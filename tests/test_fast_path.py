@@ -38,8 +38,21 @@ def test_compiled_rollout_matches_eager(teacher_forcing):
 
 def test_compiled_checkpointed_run_saves_the_course_key_names(dataset_root, tmp_path):
     save_root = tmp_path / "run"
-    args = ["--DR", str(dataset_root), "--save_root", str(save_root), *TINY_RUN, "--num_epoch", "1", "--partial", "0.5",
-            "--compile", "--compile_backend", "eager", "--activation_checkpointing"]
+    args = [
+        "--DR",
+        str(dataset_root),
+        "--save_root",
+        str(save_root),
+        *TINY_RUN,
+        "--num_epoch",
+        "1",
+        "--partial",
+        "0.5",
+        "--compile",
+        "--compile_backend",
+        "eager",
+        "--activation_checkpointing",
+    ]
     result = accelerate_launch(args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     weights = load_file(save_root / "best" / "model.safetensors")
@@ -52,7 +65,10 @@ def test_quick_benchmark_prints_and_writes_every_section(tmp_path):
     out = tmp_path / "bench.json"
     result = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "bench.py"), "--quick", "--json", str(out), "--data", str(tmp_path / "data")],
-        env=run_env(), capture_output=True, text=True, timeout=900,  # a smoke run: generous for a loaded machine
+        env=run_env(),
+        capture_output=True,
+        text=True,
+        timeout=900,  # a smoke run: generous for a loaded machine
     )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(out.read_text())
@@ -69,7 +85,17 @@ def test_quick_benchmark_prints_and_writes_every_section(tmp_path):
 
 
 def test_compile_with_checkpointing_under_autocast_is_refused_in_one_line(dataset_root, tmp_path):
-    args = ["--DR", str(dataset_root), "--save_root", str(tmp_path / "r"), *TINY_RUN, "--compile", "--activation_checkpointing", "--mixed_precision", "bf16"]
+    args = [
+        "--DR",
+        str(dataset_root),
+        "--save_root",
+        str(tmp_path / "r"),
+        *TINY_RUN,
+        "--compile",
+        "--activation_checkpointing",
+        "--mixed_precision",
+        "bf16",
+    ]
     result = subprocess.run([sys.executable, str(REPO / "cvae_dist" / "train.py"), *args], env=run_env(), capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("error: --compile with --activation_checkpointing needs --mixed_precision no")

@@ -6,7 +6,6 @@ import json
 import math
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -16,9 +15,16 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 import gpu_check  # noqa: E402
 
 
-@pytest.mark.parametrize(("name", "peak"), [
-    ("NVIDIA H100 80GB HBM3", 989.0), ("NVIDIA H100 PCIe", 756.0), ("NVIDIA H200", 989.0), ("NVIDIA H100 NVL", None), ("NVIDIA A100-SXM4-80GB", None),
-])
+@pytest.mark.parametrize(
+    ("name", "peak"),
+    [
+        ("NVIDIA H100 80GB HBM3", 989.0),
+        ("NVIDIA H100 PCIe", 756.0),
+        ("NVIDIA H200", 989.0),
+        ("NVIDIA H100 NVL", None),
+        ("NVIDIA A100-SXM4-80GB", None),
+    ],
+)
 def test_peak_is_read_from_the_gpu_name(name, peak):
     assert gpu_check.peak_tflops(name) == peak
 
@@ -34,7 +40,10 @@ def test_dry_run_runs_every_step_and_writes_the_report(tmp_path):
     out = tmp_path / "out"
     result = subprocess.run(
         ["bash", str(REPO / "benchmarks" / "gpu_check.sh"), str(out), "--dry-run"],
-        env={**run_env(), "PYTHON": sys.executable}, capture_output=True, text=True, timeout=900,
+        env={**run_env(), "PYTHON": sys.executable},
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     report = json.loads((out / "gpu_check.json").read_text())

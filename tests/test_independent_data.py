@@ -21,8 +21,7 @@ def test_it_imports_nothing_from_the_package():
 
 
 def test_the_package_reads_its_course_layout(tmp_path):
-    root = independent_dataset.generate(tmp_path / "independent", train_frames=48, clip_frames=24, val_frames=120,
-                                        test_sequences=2, test_frames=10)
+    root = independent_dataset.generate(tmp_path / "independent", train_frames=48, clip_frames=24, val_frames=120, test_sequences=2, test_frames=10)
     data = CourseDataset(root, 32, 64, cache_dir=tmp_path / "cache", progress=False)
     train, val, test = data.train(), data.val(), data.test()
     assert train.frames.shape == (48, 3, 32, 64) and val.labels.shape == (120, 3, 32, 64)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 from course_model import course_model
 from cvae_dist import interop
@@ -15,7 +16,6 @@ from cvae_dist.checkpoint import load_model, load_weights_into
 from cvae_dist.config import PRESETS, ModelConfig, resolve, save_config_file
 from cvae_dist.errors import UserError
 from cvae_dist.model import CVAE
-from safetensors.torch import load_file, save_file
 
 TEMPLATE = json.loads((Path(__file__).parent / "data" / "template_state_dict.json").read_text())
 COURSE_SHAPES = {key: tuple(shape) for key, shape in TEMPLATE["state_dict"].items()}
@@ -112,12 +112,15 @@ def test_checkpoints_pass_both_ways_at_other_widths_and_predict_the_same(widths,
         torch.testing.assert_close(model.decode(frame_feature, label_feature, mu), frame)
 
 
-@pytest.mark.parametrize("settings, fixes", [
-    ({}, ["a sigmoid output", "LeakyReLU slope 0.01"]),
-    ({"output_activation": "none"}, ["LeakyReLU slope 0.01"]),
-    ({"course_leaky_relu": True}, ["a sigmoid output"]),
-    ({"output_activation": "none", "course_leaky_relu": True}, []),
-])
+@pytest.mark.parametrize(
+    "settings, fixes",
+    [
+        ({}, ["a sigmoid output", "LeakyReLU slope 0.01"]),
+        ({"output_activation": "none"}, ["LeakyReLU slope 0.01"]),
+        ({"course_leaky_relu": True}, ["a sigmoid output"]),
+        ({"output_activation": "none", "course_leaky_relu": True}, []),
+    ],
+)
 def test_export_warns_when_the_course_code_would_predict_otherwise(settings, fixes, tmp_path, capsys):
     weights_folder(tmp_path / "ours", {"preset": "tiny", **settings})
     assert interop.main(["export", str(tmp_path / "ours"), str(tmp_path / "course.ckpt")]) == 0

@@ -30,15 +30,28 @@ FINAL = f"checkpoints/checkpoint-{STEPS}"
 
 
 def train_args(dataset_root: Path, save_root: Path, *extra: str) -> list[str]:
-    return ["--DR", str(dataset_root), "--save_root", str(save_root), *TINY_RUN,
-            "--num_epoch", "2", "--per_save", "1", "--checkpointing_steps", "2", *extra]
+    return [
+        "--DR",
+        str(dataset_root),
+        "--save_root",
+        str(save_root),
+        *TINY_RUN,
+        "--num_epoch",
+        "2",
+        "--per_save",
+        "1",
+        "--checkpointing_steps",
+        "2",
+        *extra,
+    ]
 
 
 def start(args: list[str], log: Path) -> subprocess.Popen:
     """The training script itself (no launcher in between), so signals reach the trainer and its exit status is ours."""
     with log.open("w") as handle:
-        return subprocess.Popen([sys.executable, str(REPO / "cvae_dist" / "train.py"), *args],
-                                env=run_env(), stdout=handle, stderr=subprocess.STDOUT, text=True)
+        return subprocess.Popen(
+            [sys.executable, str(REPO / "cvae_dist" / "train.py"), *args], env=run_env(), stdout=handle, stderr=subprocess.STDOUT, text=True
+        )
 
 
 def train(args: list[str], log: Path) -> subprocess.CompletedProcess:
@@ -142,7 +155,8 @@ def test_non_finite_steps_are_skipped_counted_and_a_run_of_them_stops_naming_the
     assert result.returncode == 2, result.stdout[-3000:]
     lines = result.stdout.replace("\r", "\n").splitlines()
     assert [line for line in lines if "step skipped" in line] == [
-        f"warning: step {n}: non-finite loss or gradient, step skipped ({n - 1} in a row)" for n in (2, 3, 4)]
+        f"warning: step {n}: non-finite loss or gradient, step skipped ({n - 1} in a row)" for n in (2, 3, 4)
+    ]
     errors = [line for line in lines if line.startswith("error:")]
     assert len(errors) == 1 and errors[0].startswith("error: training stopped at step 4: 3 optimizer steps in a row (steps 2-4)")
     assert str(ckpt.checkpoint_dir(save_root, 1)) in errors[0]
@@ -162,9 +176,11 @@ def test_a_folder_holding_another_run_is_refused_and_left_as_it_was(reference, d
     before = snapshot(reference)
     assert main(train_args(dataset_root, reference, "--lr", "0.002")) == 2
     error = capsys.readouterr().err.strip().splitlines()
-    assert error == [f"error: --save_root {reference} holds a run with other settings (lr 0.001 -> 0.002); add "
-                     "--resume_from_checkpoint latest to continue it with these settings, --overwrite to replace it, "
-                     "or choose another --save_root"]
+    assert error == [
+        f"error: --save_root {reference} holds a run with other settings (lr 0.001 -> 0.002); add "
+        "--resume_from_checkpoint latest to continue it with these settings, --overwrite to replace it, "
+        "or choose another --save_root"
+    ]
     assert snapshot(reference) == before
 
 

@@ -208,7 +208,7 @@ def test_activation_checkpointing_changes_memory_not_results(teacher_forcing):
     results = []
     for checkpoint in (False, True):
         stats = {k: v.clone() for k, v in model.state_dict().items()}
-        out = model(frames, labels, noise, teacher_forcing, checkpoint=checkpoint)
+        out = model(frames, labels, noise, teacher_forcing, recompute=checkpoint)
         loss = cvae_loss(out.pred, frames[:, 1:], out.mu, out.logvar, beta=0.5).total
         results.append((out.pred, loss, torch.autograd.grad(loss, list(model.parameters())), {k: v.clone() for k, v in model.state_dict().items()}))
         model.load_state_dict(stats)

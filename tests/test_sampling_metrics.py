@@ -48,7 +48,9 @@ def test_ssim_matches_a_window_by_window_reference():
     ours = ssim_per_frame(noisy, truth)
     assert ours.shape == (2,)
     for frame in range(2):
-        assert float(ours[frame]) == pytest.approx(reference_ssim(noisy[frame].numpy().astype(np.float64), truth[frame].numpy().astype(np.float64)), abs=1e-6)
+        assert float(ours[frame]) == pytest.approx(
+            reference_ssim(noisy[frame].numpy().astype(np.float64), truth[frame].numpy().astype(np.float64)), abs=1e-6
+        )
     assert 0.2 < float(ours[0]) < 0.95
 
 
@@ -112,8 +114,9 @@ def test_evaluate_cli_writes_mean_and_best_of_n(tiny_weights, dataset_root, tmp_
     assert evaluate.main(["--ckpt", str(folder), "--out", str(out), "--samples", "2", "--z", "mean"]) == 2
     assert capsys.readouterr().err == "error: --samples > 1 needs --z prior: with z at its mean every sample is the same\n"
     assert evaluate.main(["--ckpt", str(folder), "--DR", str(dataset_root), "--out", str(out), "--val_vi_len", "100", "--z", "mean"]) == 0
-    assert capsys.readouterr().err == (f"warning: --val_vi_len 100: the validation video {dataset_root / 'val/val_img'} has 64 frames; "
-                                       "rolling out all 64\n")
+    assert capsys.readouterr().err == (
+        f"warning: --val_vi_len 100: the validation video {dataset_root / 'val/val_img'} has 64 frames; rolling out all 64\n"
+    )
     assert len((out / "psnr_per_frame.csv").read_text().splitlines()) == 64  # the header and frames 1-63
     assert evaluate.main(["--ckpt", str(folder / "nowhere"), "--out", str(out)]) == 2
     assert capsys.readouterr().err == f"error: --ckpt {folder / 'nowhere'}: no such file or folder\n"

@@ -21,7 +21,6 @@ from tensorboard.plugins.hparams import api_pb2, backend_context, list_session_g
 
 from conftest import REPO, run_env
 from cvae_dist import checkpoint as ckpt
-from cvae_dist.tb_summary import summarize
 from local_slurm import LocalSlurm, unavailable_reason
 
 TINY_GRID = """\
@@ -71,8 +70,12 @@ def sweep(slurm, dataset_root, tmp_path_factory):
     grid.write_text(TINY_GRID)
     log_root = folder / "runs"
     started = time.perf_counter()
-    sbatch(slurm, ["--array=0-2", *CPU_RESOURCES, str(REPO / "slurm" / "sweep.sh"), str(grid), "--DR", str(dataset_root)],
-           cwd=folder, LOG_ROOT=str(log_root))
+    sbatch(
+        slurm,
+        ["--array=0-2", *CPU_RESOURCES, str(REPO / "slurm" / "sweep.sh"), str(grid), "--DR", str(dataset_root)],
+        cwd=folder,
+        LOG_ROOT=str(log_root),
+    )
     print(f"slurm sweep of 3 tiny runs: {time.perf_counter() - started:.1f} s")
     return folder, log_root
 
@@ -93,8 +96,13 @@ def test_sweep_trains_every_point_in_its_own_run_folder(sweep):
 
 def test_tb_summary_lists_one_row_per_run(sweep, tmp_path):
     _, log_root = sweep
-    result = subprocess.run([sys.executable, "-m", "cvae_dist.tb_summary", str(log_root), "--out", str(tmp_path)],
-                            env=run_env(), capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-m", "cvae_dist.tb_summary", str(log_root), "--out", str(tmp_path)],
+        env=run_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr
     with (tmp_path / "summary.csv").open() as handle:
         rows = list(csv.DictReader(handle))
@@ -158,9 +166,14 @@ def test_a_sweep_task_signalled_to_stop_checkpoints_requeues_itself_and_finishes
     # One epoch of 16 windows in batches of 1: 16 steps.
     grid.write_text(TINY_GRID.replace("batch_size: 2", "batch_size: 1").replace("[Cyclical, Monotonic, Without]", "[Without]"))
     run = tmp_path / "runs" / "000"  # a one-point grid has no settings that set its points apart
-    submitted = subprocess.run(["sbatch", "--parsable", "--array=0", *CPU_RESOURCES, str(REPO / "slurm" / "sweep.sh"), str(grid),
-                                "--DR", str(dataset_root)], cwd=tmp_path, env=slurm_env(slurm, LOG_ROOT=str(tmp_path / "runs")),
-                               capture_output=True, text=True, check=True)
+    submitted = subprocess.run(
+        ["sbatch", "--parsable", "--array=0", *CPU_RESOURCES, str(REPO / "slurm" / "sweep.sh"), str(grid), "--DR", str(dataset_root)],
+        cwd=tmp_path,
+        env=slurm_env(slurm, LOG_ROOT=str(tmp_path / "runs")),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     job = f"{submitted.stdout.strip().split(';')[0]}_0"
     log = tmp_path / f"slurm-{job}.out"
 
@@ -187,11 +200,33 @@ def test_a_sweep_task_signalled_to_stop_checkpoints_requeues_itself_and_finishes
 
 def test_multinode_script_runs_one_training_over_two_tasks(slurm, dataset_root, tmp_path):
     save_root = tmp_path / "run"
-    flags = ["--DR", str(dataset_root), "--preset", "tiny", "--train_vi_len", "8", "--val_vi_len", "8", "--num_workers", "0",
-             "--lr_milestones", "--num_epoch", "1", "--log_every", "1", "--mixed_precision", "no"]
+    flags = [
+        "--DR",
+        str(dataset_root),
+        "--preset",
+        "tiny",
+        "--train_vi_len",
+        "8",
+        "--val_vi_len",
+        "8",
+        "--num_workers",
+        "0",
+        "--lr_milestones",
+        "--num_epoch",
+        "1",
+        "--log_every",
+        "1",
+        "--mixed_precision",
+        "no",
+    ]
     # Two tasks on this one node stand in for two nodes with one process each.
-    sbatch(slurm, ["--nodes=1", "--ntasks=2", "--ntasks-per-node=2", *CPU_RESOURCES, str(REPO / "slurm" / "multinode.sh"), *flags],
-           cwd=tmp_path, SAVE_ROOT=str(save_root), HEAD_ADDR="127.0.0.1")
+    sbatch(
+        slurm,
+        ["--nodes=1", "--ntasks=2", "--ntasks-per-node=2", *CPU_RESOURCES, str(REPO / "slurm" / "multinode.sh"), *flags],
+        cwd=tmp_path,
+        SAVE_ROOT=str(save_root),
+        HEAD_ADDR="127.0.0.1",
+    )
     (log,) = tmp_path.glob("slurm-*.out")
     output = log.read_text()
     assert "2 nodes x 1 processes, head 127.0.0.1" in output

@@ -17,8 +17,7 @@ from cvae_dist.data.course import CourseDataset
 from cvae_dist.metrics import average_psnr, psnr_per_frame
 
 REPO = Path(__file__).resolve().parents[1]
-SMALL = dict(train_frames=96, clip_frames=48, val_frames=40, test_frames=40, test_sequences=2,
-             height=64, width=128, progress=False)
+SMALL = dict(train_frames=96, clip_frames=48, val_frames=40, test_frames=40, test_sequences=2, height=64, width=128, progress=False)
 
 
 def _generate(root, **overrides):
@@ -31,8 +30,7 @@ def dataset(tmp_path_factory):
 
 
 def _hashes(root: Path) -> dict:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def _names(folder: Path) -> list:
@@ -53,6 +51,7 @@ def _saturation(pixels: np.ndarray) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- layout
+
 
 def test_layout_names_and_counts(dataset):
     assert sorted(p.name for p in dataset.iterdir()) == ["synthetic.json", "test", "train", "val"]
@@ -76,12 +75,14 @@ def test_manifest_records_parameters(dataset):
     manifest = json.loads((dataset / "synthetic.json").read_text())
     assert manifest["version"] == synthetic.GENERATOR_VERSION
     assert {k: manifest[k] for k in ("seed", "train_frames", "clip_frames", "height", "width")} == dict(
-        seed=0, train_frames=96, clip_frames=48, height=64, width=128)
+        seed=0, train_frames=96, clip_frames=48, height=64, width=128
+    )
     assert manifest["counts"]["images"] == 96 + 40 + 2
     assert manifest["counts"]["labels"] == 96 + 40 + 2 * 40
 
 
 # --------------------------------------------------------------------------- determinism
+
 
 def test_same_seed_gives_identical_files_with_any_worker_count(dataset, tmp_path):
     again = _generate(tmp_path / "again", workers=2)
@@ -96,6 +97,7 @@ def test_different_seed_gives_different_files(dataset, tmp_path):
 
 
 # --------------------------------------------------------------------------- labels
+
 
 def test_labels_are_mostly_white(dataset):
     for path in [*(dataset / "val/val_label").iterdir(), *(dataset / "test/test_label/1").iterdir()]:
@@ -134,6 +136,7 @@ def test_label_limb_colours_come_from_the_fixed_palette():
 
 
 # --------------------------------------------------------------------------- motion
+
 
 def _performance(seed, n=630, **settings):
     return synthetic.performance(np.random.default_rng(seed), n, **settings)
@@ -202,14 +205,20 @@ def _neutral():
 
 # --------------------------------------------------------------------------- performers
 
+
 def _dancer_colour(path: Path) -> np.ndarray:
     pixels = _load(path).reshape(-1, 3)
     return pixels[_saturation(pixels) > 0.3].mean(0)
 
 
 def test_one_performer_in_every_split_by_default(dataset):
-    images = [dataset / "train/train_img/0.png", dataset / "train/train_img/48.png", dataset / "val/val_img/0.png",
-              dataset / "test/test_img/0/0.png", dataset / "test/test_img/1/0.png"]
+    images = [
+        dataset / "train/train_img/0.png",
+        dataset / "train/train_img/48.png",
+        dataset / "val/val_img/0.png",
+        dataset / "test/test_img/0/0.png",
+        dataset / "test/test_img/1/0.png",
+    ]
     colours = np.array([_dancer_colour(path) for path in images])
     assert np.abs(colours - colours.mean(0)).max() < 20
     assert synthetic.performer_of(0, 0, 1) == synthetic.performer_of(7, 3, 1) == synthetic.COURSE_PERFORMER
@@ -220,8 +229,13 @@ def test_several_performers_train_in_turn_and_val_and_test_ones_are_unseen(tmp_p
     looks = [synthetic.performer_of(0, k, 2).look for k in range(5)]  # train 0, 1; val 2; test 3, 4
     shirts = np.array([look.shirt for look in looks])
     assert min(np.abs(shirts[i] - shirts[j]).sum() for i in range(5) for j in range(i)) > 0.1
-    images = [root / "train/train_img/0.png", root / "train/train_img/48.png", root / "val/val_img/0.png",
-              root / "test/test_img/0/0.png", root / "test/test_img/1/0.png"]
+    images = [
+        root / "train/train_img/0.png",
+        root / "train/train_img/48.png",
+        root / "val/val_img/0.png",
+        root / "test/test_img/0/0.png",
+        root / "test/test_img/1/0.png",
+    ]
     colours = [_dancer_colour(path) for path in images]
     assert min(np.abs(colours[i] - colours[j]).sum() for i in range(5) for j in range(i)) > 20
     assert json.loads((root / "synthetic.json").read_text())["performers"] == 2
@@ -232,17 +246,17 @@ def test_background_is_grey_away_from_the_dancer(dataset):
         image, label = _load(dataset / name), _load(dataset / name.replace("_img", "_label"))
         empty = (label == 255).all(axis=(0, 2))
         # columns with no limb within 16 px are pure studio
-        far = np.array([empty[max(x - 16, 0):x + 17].all() for x in range(len(empty))])
+        far = np.array([empty[max(x - 16, 0) : x + 17].all() for x in range(len(empty))])
         assert far.sum() > 20
         assert _saturation(image[:, far]).max() < 0.1
 
 
 # --------------------------------------------------------------------------- baselines
 
+
 def test_baselines_are_in_the_course_range_and_match_the_files(tmp_path):
     """Copying the first frame scores 16-23 dB on val and on every test video, as on the course's data."""
-    root = _generate(tmp_path / "full", train_frames=16, clip_frames=16, val_frames=630, test_frames=630,
-                     test_sequences=5, workers=2)
+    root = _generate(tmp_path / "full", train_frames=16, clip_frames=16, val_frames=630, test_frames=630, test_sequences=5, workers=2)
     found = json.loads((root / "synthetic.json").read_text())["baselines"]
     assert found["size"] == [32, 64] and len(found["test"]) == 5
     for scores in [found["val"], *found["test"]]:
@@ -255,6 +269,7 @@ def test_baselines_are_in_the_course_range_and_match_the_files(tmp_path):
 
 
 # --------------------------------------------------------------------------- safety
+
 
 def test_existing_root_with_same_parameters_is_reused(dataset, capsys):
     before = {p: p.stat().st_mtime_ns for p in dataset.rglob("*.png")}
@@ -313,7 +328,9 @@ def _make_outdated(root: Path) -> None:
 def test_a_set_made_by_another_generator_version_is_refused_or_made_again(tmp_path, capsys):
     root = _generate(tmp_path / "old")
     _make_outdated(root)
-    with pytest.raises(FileExistsError, match=f"generator version {synthetic.GENERATOR_VERSION - 1} \\(this is version {synthetic.GENERATOR_VERSION}\\)"):
+    with pytest.raises(
+        FileExistsError, match=f"generator version {synthetic.GENERATOR_VERSION - 1} \\(this is version {synthetic.GENERATOR_VERSION}\\)"
+    ):
         _generate(root)
     _generate(root, replace_outdated=True, progress=True)
     assert "making it again" in capsys.readouterr().out
@@ -353,8 +370,16 @@ def test_staging_left_by_a_killed_run_is_removed(tmp_path):
 
 
 def test_bad_settings_raise_value_error(tmp_path):
-    for bad in (dict(train_frames=0), dict(clip_frames=-1), dict(height=8), dict(seed=-1), dict(workers=0),
-                dict(performers=0), dict(fps=0), dict(val_frames=1)):
+    for bad in (
+        dict(train_frames=0),
+        dict(clip_frames=-1),
+        dict(height=8),
+        dict(seed=-1),
+        dict(workers=0),
+        dict(performers=0),
+        dict(fps=0),
+        dict(val_frames=1),
+    ):
         with pytest.raises(ValueError):
             _generate(tmp_path / "x", **bad)
     assert not (tmp_path / "x").exists()
@@ -362,16 +387,38 @@ def test_bad_settings_raise_value_error(tmp_path):
 
 # --------------------------------------------------------------------------- CLI
 
+
 def _cli(*args):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.run([sys.executable, "-m", "cvae_dist.data.synthetic", *map(str, args)],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "cvae_dist.data.synthetic", *map(str, args)], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_cli_writes_the_layout(tmp_path):
     root = tmp_path / "cli"
-    result = _cli("--root", root, "--train-frames", 30, "--clip-frames", 20, "--height", 32, "--width", 64,
-                  "--val-frames", 10, "--test-sequences", 1, "--test-frames", 12, "--workers", 2, "--seed", 3)
+    result = _cli(
+        "--root",
+        root,
+        "--train-frames",
+        30,
+        "--clip-frames",
+        20,
+        "--height",
+        32,
+        "--width",
+        64,
+        "--val-frames",
+        10,
+        "--test-sequences",
+        1,
+        "--test-frames",
+        12,
+        "--workers",
+        2,
+        "--seed",
+        3,
+    )
     assert result.returncode == 0, result.stderr
     assert str(root) in result.stdout.strip().splitlines()[-1]
     assert "val: copy first frame" in result.stdout and "test 0: copy first frame" in result.stdout
@@ -384,14 +431,30 @@ def test_cli_writes_the_layout(tmp_path):
 def test_cli_help():
     result = _cli("--help")
     assert result.returncode == 0
-    for flag in ("--root", "--train-frames", "--seed", "--height", "--width", "--clip-frames", "--workers",
-                 "--overwrite", "--performers", "--fps", "train_label"):
+    for flag in (
+        "--root",
+        "--train-frames",
+        "--seed",
+        "--height",
+        "--width",
+        "--clip-frames",
+        "--workers",
+        "--overwrite",
+        "--performers",
+        "--fps",
+        "train_label",
+    ):
         assert flag in result.stdout
 
 
-@pytest.mark.parametrize("args, message", [(("--train-frames", "0"), "argument --train-frames: must be >= 1, got 0"),
-                                           (("--height", "4"), "argument --height: must be >= 32, got 4"),
-                                           (("--workers", "0"), "argument --workers: must be >= 1, got 0")])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("--train-frames", "0"), "argument --train-frames: must be >= 1, got 0"),
+        (("--height", "4"), "argument --height: must be >= 32, got 4"),
+        (("--workers", "0"), "argument --workers: must be >= 1, got 0"),
+    ],
+)
 def test_cli_rejects_bad_values_without_traceback(tmp_path, args, message):
     result = _cli("--root", tmp_path / "bad", *args)
     assert result.returncode == 2
@@ -401,8 +464,8 @@ def test_cli_rejects_bad_values_without_traceback(tmp_path, args, message):
 
 def test_cli_refuses_foreign_root(tmp_path):
     (tmp_path / "taken").mkdir()
-    result = _cli("--root", tmp_path / "taken", "--train-frames", 8, "--val-frames", 4, "--test-frames", 4,
-                  "--height", 32, "--width", 64)
+    result = _cli("--root", tmp_path / "taken", "--train-frames", 8, "--val-frames", 4, "--test-frames", 4, "--height", 32, "--width", 64)
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [f"error: --root {tmp_path / 'taken'} already exists and was not made by this "
-                                                  "generator; pass --overwrite (overwrite=True) to replace it"]
+    assert result.stderr.strip().splitlines() == [
+        f"error: --root {tmp_path / 'taken'} already exists and was not made by this generator; pass --overwrite (overwrite=True) to replace it"
+    ]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -26,8 +25,23 @@ STEPS_PER_EPOCH = 8  # 128 frames -> 16 windows of 8 -> 8 batches of 2
 def run(dataset_root, tmp_path_factory):
     """Two epochs with a checkpoint every 3 steps and at every epoch end."""
     save_root = tmp_path_factory.mktemp("run") / "run"
-    args = ["--DR", str(dataset_root), "--save_root", str(save_root), *TINY_RUN,
-            "--num_epoch", "2", "--per_save", "1", "--checkpointing_steps", "3", "--tfr_sde", "1", "--tfr_d_step", "0.5"]
+    args = [
+        "--DR",
+        str(dataset_root),
+        "--save_root",
+        str(save_root),
+        *TINY_RUN,
+        "--num_epoch",
+        "2",
+        "--per_save",
+        "1",
+        "--checkpointing_steps",
+        "3",
+        "--tfr_sde",
+        "1",
+        "--tfr_d_step",
+        "0.5",
+    ]
     result = accelerate_launch(args, cwd=save_root.parent)
     assert result.returncode == 0, result.stderr[-3000:]
     return save_root, args, result
@@ -64,9 +78,23 @@ def events(save_root: Path) -> EventAccumulator:
 def test_tensorboard_has_the_training_scalars_and_image_strip(run):
     save_root, _, _ = run
     scalars = events(save_root).Tags()["scalars"]
-    for tag in ["train/loss", "train/mse", "train/kl", "train/beta", "train/tfr", "train/lr", "train/grad_norm",
-                "train/teacher_forcing", "val/psnr", "val/best_psnr", "val/baseline_psnr", "epoch/loss", "epoch/tfr",
-                "final/psnr", "final/psnr_per_frame"]:
+    for tag in [
+        "train/loss",
+        "train/mse",
+        "train/kl",
+        "train/beta",
+        "train/tfr",
+        "train/lr",
+        "train/grad_norm",
+        "train/teacher_forcing",
+        "val/psnr",
+        "val/best_psnr",
+        "val/baseline_psnr",
+        "epoch/loss",
+        "epoch/tfr",
+        "final/psnr",
+        "final/psnr_per_frame",
+    ]:
         assert tag in scalars, tag
     accumulator = events(save_root)
     assert [e.step for e in accumulator.Scalars("train/loss")] == list(range(1, 2 * STEPS_PER_EPOCH + 1))
@@ -94,17 +122,17 @@ def test_a_kl_schedule_that_never_rises_is_warned_about_once(run):
     # The course's 10 KL cycles in 2 epochs: every epoch starts a cycle at beta 0.
     assert [e.value for e in events(save_root).Scalars("epoch/beta")] == [0.0, 0.0]
     warnings = [line for line in result.stderr.splitlines() if line.startswith("warning: beta stays 0")]
-    assert warnings == ["warning: beta stays 0 for the whole run (the KL is never weighed): --kl_anneal_type Cyclical has 10 cycle(s) "
-                        "in 2 epoch(s); give each cycle at least 2 (fewer --kl_anneal_cycle, more --num_epoch, or --kl_anneal_unit step)"]
+    assert warnings == [
+        "warning: beta stays 0 for the whole run (the KL is never weighed): --kl_anneal_type Cyclical has 10 cycle(s) "
+        "in 2 epoch(s); give each cycle at least 2 (fewer --kl_anneal_cycle, more --num_epoch, or --kl_anneal_unit step)"
+    ]
 
 
 def test_resume_mid_epoch_reproduces_the_uninterrupted_run(run, tmp_path):
     save_root, args, _ = run
     resumed_root = tmp_path / "resumed"
     resume_args = [a if a != str(save_root) else str(resumed_root) for a in args]
-    result = accelerate_launch(
-        [*resume_args, "--resume_from_checkpoint", str(save_root / "checkpoints" / "checkpoint-12")], cwd=tmp_path
-    )
+    result = accelerate_launch([*resume_args, "--resume_from_checkpoint", str(save_root / "checkpoints" / "checkpoint-12")], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "resumed from" in result.stdout and "epoch 1, step 12" in result.stdout
     assert sorted(p.name for p in (resumed_root / "checkpoints").iterdir()) == ["checkpoint-15", "checkpoint-16"]
@@ -119,7 +147,10 @@ def test_evaluate_cli_reproduces_the_runs_scores(run, dataset_root, tmp_path):
     out = tmp_path / "eval"
     result = subprocess.run(
         [sys.executable, "-m", "cvae_dist.evaluate", "--ckpt", str(save_root), "--DR", str(dataset_root), "--out", str(out), "--val_vi_len", "16"],
-        env=run_env(), capture_output=True, text=True, timeout=120,
+        env=run_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     assert (out / "psnr_per_frame.csv").read_text() == (save_root / "eval" / "psnr_per_frame.csv").read_text()
@@ -137,7 +168,10 @@ def test_unknown_choice_ends_with_one_line_and_no_traceback(dataset_root, tmp_pa
 def test_missing_dataset_folder_is_named(tmp_path):
     result = subprocess.run(
         [sys.executable, str(REPO / "cvae_dist" / "train.py"), "--DR", str(tmp_path / "nowhere"), "--save_root", str(tmp_path / "r")],
-        env=run_env(), capture_output=True, text=True, timeout=120,
+        env=run_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [f"error: --DR {tmp_path / 'nowhere'}: dataset folder not found"]

@@ -160,6 +160,19 @@ class TrainWindows(Dataset):
         return torch.from_numpy(np.array(self.video.frames[span])), torch.from_numpy(np.array(self.video.labels[span]))
 
 
+class IndexedWindows(TrainWindows):
+    """Training windows that also return their index, which keys each window's latent noise."""
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        return (*super().__getitem__(index), index)
+
+
+def collate_windows(samples):
+    """Stack windows; the window indices stay a list of ints so they never travel to the device."""
+    frames, labels, indices = zip(*samples)
+    return torch.stack(frames), torch.stack(labels), list(indices)
+
+
 class WindowSampler(Sampler[int]):
     """The window indices of one epoch, reproducible from (seed, epoch).
 

@@ -75,9 +75,7 @@ def default_cache_dir(root: Path) -> Path:
     return home
 
 
-def load_frames(
-    paths: list[Path], height: int, width: int, cache_dir: Path, name: str, progress: bool = True
-) -> np.ndarray:
+def load_frames(paths: list[Path], height: int, width: int, cache_dir: Path, name: str, progress: bool = True) -> np.ndarray:
     """All `paths` as one (N, 3, H, W) uint8 array, decoded once and memory-mapped afterwards."""
     target = cache_dir / f"{name}-{len(paths)}x{height}x{width}-{cache_key(paths, height, width)}.npy"
     if not target.exists():

@@ -33,32 +33,31 @@ synthetic.json.
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = ArgumentParser(prog="python -m cvae_dist.data.synthetic", description=_DESCRIPTION,
-                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog="python -m cvae_dist.data.synthetic", description=_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     count, size = number(int, AT_LEAST_1), number(int, Range(MIN_SIZE))
     parser.add_argument("--root", required=True, type=output_folder, help="output folder (required)")
-    parser.add_argument("--train-frames", type=count, default=DEFAULT_TRAIN_FRAMES,
-                        help="frames in the train split (default: %(default)s)")
+    parser.add_argument("--train-frames", type=count, default=DEFAULT_TRAIN_FRAMES, help="frames in the train split (default: %(default)s)")
     parser.add_argument("--seed", type=number(int, AT_LEAST_0), default=0, help="random seed, >= 0 (default: %(default)s)")
-    parser.add_argument("--performers", type=count, default=1,
-                        help="1: the course's performer in every split; N > 1: N outfits take turns in "
-                             "training, val and test performers unseen (default: %(default)s)")
-    parser.add_argument("--fps", type=number(float, Range(MIN_FPS, MAX_FPS)), default=DEFAULT_FPS,
-                        help=f"frames per second the performance is sampled at, {MIN_FPS}-{MAX_FPS}: fewer move "
-                             "more between frames (default: %(default)s)")
-    parser.add_argument("--height", type=size, default=128,
-                        help=f"image height in pixels, >= {MIN_SIZE} (default: %(default)s)")
-    parser.add_argument("--width", type=size, default=256,
-                        help=f"image width in pixels, >= {MIN_SIZE} (default: %(default)s)")
-    parser.add_argument("--clip-frames", type=count, default=320,
-                        help="frames per train clip, each a performance of its own (default: %(default)s)")
-    parser.add_argument("--val-frames", type=number(int, Range(2)), default=630,
-                        help="frames in the val video, >= 2 (default: %(default)s)")
+    parser.add_argument(
+        "--performers",
+        type=count,
+        default=1,
+        help="1: the course's performer in every split; N > 1: N outfits take turns in "
+        "training, val and test performers unseen (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--fps",
+        type=number(float, Range(MIN_FPS, MAX_FPS)),
+        default=DEFAULT_FPS,
+        help=f"frames per second the performance is sampled at, {MIN_FPS}-{MAX_FPS}: fewer move more between frames (default: %(default)s)",
+    )
+    parser.add_argument("--height", type=size, default=128, help=f"image height in pixels, >= {MIN_SIZE} (default: %(default)s)")
+    parser.add_argument("--width", type=size, default=256, help=f"image width in pixels, >= {MIN_SIZE} (default: %(default)s)")
+    parser.add_argument("--clip-frames", type=count, default=320, help="frames per train clip, each a performance of its own (default: %(default)s)")
+    parser.add_argument("--val-frames", type=number(int, Range(2)), default=630, help="frames in the val video, >= 2 (default: %(default)s)")
     parser.add_argument("--test-sequences", type=count, default=5, help="number of test videos (default: %(default)s)")
-    parser.add_argument("--test-frames", type=number(int, Range(2)), default=630,
-                        help="labels per test video, >= 2 (default: %(default)s)")
-    parser.add_argument("--workers", type=count, default=None,
-                        help="worker processes; 1 renders in-process (default: number of CPUs)")
+    parser.add_argument("--test-frames", type=number(int, Range(2)), default=630, help="labels per test video, >= 2 (default: %(default)s)")
+    parser.add_argument("--workers", type=count, default=None, help="worker processes; 1 renders in-process (default: number of CPUs)")
     parser.add_argument("--overwrite", action="store_true", help="replace ROOT if it holds anything else")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
     return parser
@@ -68,8 +67,7 @@ def _baseline_lines(manifest: dict) -> list[str]:
     found = manifest["baselines"]
     rows = [("val", found["val"])] + [(f"test {k}", scores) for k, scores in enumerate(found["test"])]
     return [f"baselines at {'x'.join(map(str, found['size']))} (average PSNR over frames 1..T-1):"] + [
-        f"  {name:>7}: copy first frame {s['copy_first']:.2f} dB, copy previous frame {s['copy_previous']:.2f} dB"
-        for name, s in rows
+        f"  {name:>7}: copy first frame {s['copy_first']:.2f} dB, copy previous frame {s['copy_previous']:.2f} dB" for name, s in rows
     ]
 
 
@@ -78,9 +76,18 @@ def parse_command_line(argv: list[str]) -> argparse.Namespace:
 
 
 def _make(args: argparse.Namespace) -> None:
-    settings = dict(train_frames=args.train_frames, seed=args.seed, height=args.height, width=args.width,
-                    clip_frames=args.clip_frames, val_frames=args.val_frames, performers=args.performers, fps=args.fps,
-                    test_sequences=args.test_sequences, test_frames=args.test_frames)
+    settings = dict(
+        train_frames=args.train_frames,
+        seed=args.seed,
+        height=args.height,
+        width=args.width,
+        clip_frames=args.clip_frames,
+        val_frames=args.val_frames,
+        performers=args.performers,
+        fps=args.fps,
+        test_sequences=args.test_sequences,
+        test_frames=args.test_frames,
+    )
     began = time.perf_counter()
     try:
         root = generate_dataset(args.root, workers=args.workers, overwrite=args.overwrite, **settings)
@@ -89,8 +96,10 @@ def _make(args: argparse.Namespace) -> None:
     manifest = read_manifest(root)
     counts = manifest["counts"]
     print("\n".join(_baseline_lines(manifest)))
-    print(f"synthetic dataset ready at {root}: {counts['labels']} frames "
-          f"({counts['images']} images, {counts['labels']} labels) in {time.perf_counter() - began:.1f} s")
+    print(
+        f"synthetic dataset ready at {root}: {counts['labels']} frames "
+        f"({counts['images']} images, {counts['labels']} labels) in {time.perf_counter() - began:.1f} s"
+    )
 
 
 def main(argv=None) -> int:

@@ -61,14 +61,20 @@ class Performer:
 COURSE_PERFORMER = Performer(
     body=Body(),
     look=Appearance(
-        skin=(0.90, 0.72, 0.58), hair=(0.12, 0.08, 0.06), shirt=(0.58, 0.76, 0.94), bottoms=(0.14, 0.16, 0.24),
-        shoes=(0.1, 0.1, 0.1), long_sleeves=True, skirt=False, long_hair=False, build=1.0,
+        skin=(0.90, 0.72, 0.58),
+        hair=(0.12, 0.08, 0.06),
+        shirt=(0.58, 0.76, 0.94),
+        bottoms=(0.14, 0.16, 0.24),
+        shoes=(0.1, 0.1, 0.1),
+        long_sleeves=True,
+        skirt=False,
+        long_hair=False,
+        build=1.0,
     ),
 )
 
 _SKIN_RANGE = ((0.98, 0.84, 0.72), (0.42, 0.27, 0.18))
-_HAIR = ((0.08, 0.06, 0.05), (0.30, 0.18, 0.10), (0.55, 0.35, 0.18), (0.85, 0.70, 0.40),
-         (0.60, 0.20, 0.08), (0.75, 0.75, 0.78))
+_HAIR = ((0.08, 0.06, 0.05), (0.30, 0.18, 0.10), (0.55, 0.35, 0.18), (0.85, 0.70, 0.40), (0.60, 0.20, 0.08), (0.75, 0.75, 0.78))
 
 
 def _hsv(h: float, s: float, v: float) -> RGB:

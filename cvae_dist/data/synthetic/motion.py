@@ -27,9 +27,25 @@ import numpy as np
 
 # "_l" / "_r" are the image's left / right (the performer faces the camera).
 JOINTS = (
-    "head", "neck", "pelvis",
-    "shoulder_l", "elbow_l", "wrist_l", "hand_l", "hip_l", "knee_l", "ankle_l", "toe_l",
-    "shoulder_r", "elbow_r", "wrist_r", "hand_r", "hip_r", "knee_r", "ankle_r", "toe_r",
+    "head",
+    "neck",
+    "pelvis",
+    "shoulder_l",
+    "elbow_l",
+    "wrist_l",
+    "hand_l",
+    "hip_l",
+    "knee_l",
+    "ankle_l",
+    "toe_l",
+    "shoulder_r",
+    "elbow_r",
+    "wrist_r",
+    "hand_r",
+    "hip_r",
+    "knee_r",
+    "ankle_r",
+    "toe_r",
 )
 _JOINT = {name: k for k, name in enumerate(JOINTS)}
 SIDES = (("l", -1.0), ("r", 1.0))
@@ -41,14 +57,45 @@ SIDES = (("l", -1.0), ("r", 1.0))
 # drop = squat depth as a fraction of the leg length; yaw = facing (0: the camera); travel = stage
 # drift per frame (image heights) while dancing in place.
 PARAMS = (
-    "sway", "drop", "lean", "head", "arm_l", "arm_r", "elbow_l", "elbow_r", "swing_l", "swing_r",
-    "foot_l", "foot_r", "stride_l", "stride_r", "lift_l", "lift_r", "yaw", "travel",
+    "sway",
+    "drop",
+    "lean",
+    "head",
+    "arm_l",
+    "arm_r",
+    "elbow_l",
+    "elbow_r",
+    "swing_l",
+    "swing_r",
+    "foot_l",
+    "foot_r",
+    "stride_l",
+    "stride_r",
+    "lift_l",
+    "lift_r",
+    "yaw",
+    "travel",
 )
 _PARAM = {name: k for k, name in enumerate(PARAMS)}
 _NEUTRAL = dict(
-    sway=0.0, drop=0.04, lean=0.0, head=0.0, arm_l=math.radians(15), arm_r=math.radians(15),
-    elbow_l=math.radians(10), elbow_r=math.radians(10), swing_l=0.0, swing_r=0.0, foot_l=0.03, foot_r=0.03,
-    stride_l=0.0, stride_r=0.0, lift_l=0.0, lift_r=0.0, yaw=0.0, travel=0.0,
+    sway=0.0,
+    drop=0.04,
+    lean=0.0,
+    head=0.0,
+    arm_l=math.radians(15),
+    arm_r=math.radians(15),
+    elbow_l=math.radians(10),
+    elbow_r=math.radians(10),
+    swing_l=0.0,
+    swing_r=0.0,
+    foot_l=0.03,
+    foot_r=0.03,
+    stride_l=0.0,
+    stride_r=0.0,
+    lift_l=0.0,
+    lift_r=0.0,
+    yaw=0.0,
+    travel=0.0,
 )
 _MIRRORED_SIGN = ("sway", "lean", "head", "travel", "yaw")
 
@@ -64,6 +111,7 @@ _DRIFT_SPEED = 0.18  # side steps, image heights per second
 
 
 # --------------------------------------------------------------------------- skeleton
+
 
 @dataclass(frozen=True)
 class Body:
@@ -167,11 +215,13 @@ def pose_at(params, body: Body = Body(), root_x: float = 0.0) -> Pose:
     # The pelvis sits as high as the lower-reaching foot allows, so a planted foot stays on the
     # floor however wide the stance or long the stride; "drop" squats below that.
     reach = 0.98 * leg
-    height = min(
-        math.sqrt(max(reach**2 - (feet[side][0] - hip_x[side]) ** 2 - feet[side][2] ** 2, (0.3 * reach) ** 2))
-        + p["lift_" + side] * size
-        for side, _ in SIDES
-    ) - p["drop"] * leg
+    height = (
+        min(
+            math.sqrt(max(reach**2 - (feet[side][0] - hip_x[side]) ** 2 - feet[side][2] ** 2, (0.3 * reach) ** 2)) + p["lift_" + side] * size
+            for side, _ in SIDES
+        )
+        - p["drop"] * leg
+    )
     pelvis = np.array([pelvis_x, ankle_y - height, 0.0])
     neck = pelvis + _in_plane((0.0, -body.torso * size), p["lean"])
     joints = {"pelvis": pelvis, "neck": neck, "head": neck + _in_plane((0.0, -body.neck * size), p["lean"] + p["head"])}
@@ -184,17 +234,19 @@ def pose_at(params, body: Body = Body(), root_x: float = 0.0) -> Pose:
         wrist = elbow + _swung(_in_plane((0.0, body.forearm * size), lower), swing)
         hip = np.array([hip_x[side], pelvis[1], 0.0])
         knee, ankle = _leg_ik(hip, feet[side], body.thigh * size, body.shin * size, s)
-        joints.update({
-            "shoulder_" + side: shoulder,
-            "elbow_" + side: elbow,
-            "wrist_" + side: wrist,
-            "hand_" + side: wrist + _swung(_in_plane((0.0, body.hand * size), lower), swing),
-            "hip_" + side: hip,
-            "knee_" + side: knee,
-            "ankle_" + side: ankle,
-            # Feet point forwards and a little out, so they look short from the front.
-            "toe_" + side: ankle + size * np.array([s * 0.03, 0.015, 0.06]),
-        })
+        joints.update(
+            {
+                "shoulder_" + side: shoulder,
+                "elbow_" + side: elbow,
+                "wrist_" + side: wrist,
+                "hand_" + side: wrist + _swung(_in_plane((0.0, body.hand * size), lower), swing),
+                "hip_" + side: hip,
+                "knee_" + side: knee,
+                "ankle_" + side: ankle,
+                # Feet point forwards and a little out, so they look short from the front.
+                "toe_" + side: ankle + size * np.array([s * 0.03, 0.015, 0.06]),
+            }
+        )
     return _turned(np.stack([joints[name] for name in JOINTS]), p["yaw"], pelvis_x, root_x, body)
 
 
@@ -207,6 +259,7 @@ def _turned(joints: np.ndarray, yaw: float, pivot_x: float, root_x: float, body:
 
 
 # --------------------------------------------------------------------------- moves
+
 
 def _deg(angle):
     return np.radians(angle)
@@ -227,10 +280,16 @@ def _arm_wave(ph, amp):
     s = np.sin(ph)
     lag = np.sin(ph - 1.2)  # the forearm follows the upper arm: that makes it a wave
     return dict(
-        arm_l=_deg(112 + 35 * amp * s), arm_r=_deg(112 - 35 * amp * s),
-        elbow_l=_deg(25 * amp * (1 + lag)), elbow_r=_deg(25 * amp * (1 - lag)),
-        drop=0.05 + 0.06 * amp * _beat(ph), sway=0.03 * amp * s,
-        lean=_deg(5 * amp * s), head=_deg(-6 * amp * s), foot_l=0.06, foot_r=0.06,
+        arm_l=_deg(112 + 35 * amp * s),
+        arm_r=_deg(112 - 35 * amp * s),
+        elbow_l=_deg(25 * amp * (1 + lag)),
+        elbow_r=_deg(25 * amp * (1 - lag)),
+        drop=0.05 + 0.06 * amp * _beat(ph),
+        sway=0.03 * amp * s,
+        lean=_deg(5 * amp * s),
+        head=_deg(-6 * amp * s),
+        foot_l=0.06,
+        foot_r=0.06,
     )
 
 
@@ -238,9 +297,13 @@ def _squat_bounce(ph, amp):
     """Wide stance and deep rhythmic squats, arms pumping out and in."""
     pump = np.sin(ph)
     return dict(
-        foot_l=0.16, foot_r=0.16, drop=0.06 + 0.16 * amp * (1 - np.cos(ph)) / 2,
-        arm_l=_deg(65 + 20 * amp * pump), arm_r=_deg(65 + 20 * amp * pump),
-        elbow_l=_deg(70 - 45 * amp * pump), elbow_r=_deg(70 - 45 * amp * pump),
+        foot_l=0.16,
+        foot_r=0.16,
+        drop=0.06 + 0.16 * amp * (1 - np.cos(ph)) / 2,
+        arm_l=_deg(65 + 20 * amp * pump),
+        arm_r=_deg(65 + 20 * amp * pump),
+        elbow_l=_deg(70 - 45 * amp * pump),
+        elbow_r=_deg(70 - 45 * amp * pump),
         head=_deg(4 * amp * pump),
     )
 
@@ -249,11 +312,18 @@ def _side_step(ph, amp):
     """Step-touch with swinging arms, drifting across the stage."""
     s, c = np.sin(ph), np.cos(ph)
     return dict(
-        foot_l=0.04 + 0.09 * amp * (1 + c) / 2, foot_r=0.04 + 0.09 * amp * (1 - c) / 2,
-        lift_l=0.05 * amp * np.clip(s, 0, None) ** 2, lift_r=0.05 * amp * np.clip(-s, 0, None) ** 2,
-        sway=0.03 * amp * c, arm_l=_deg(35 + 30 * amp * s), arm_r=_deg(35 - 30 * amp * s),
-        elbow_l=_deg(50 + 25 * amp * c), elbow_r=_deg(50 - 25 * amp * c),
-        drop=0.05 + 0.04 * _beat(ph), head=_deg(5 * amp * c), travel=_DRIFT_SPEED * amp,
+        foot_l=0.04 + 0.09 * amp * (1 + c) / 2,
+        foot_r=0.04 + 0.09 * amp * (1 - c) / 2,
+        lift_l=0.05 * amp * np.clip(s, 0, None) ** 2,
+        lift_r=0.05 * amp * np.clip(-s, 0, None) ** 2,
+        sway=0.03 * amp * c,
+        arm_l=_deg(35 + 30 * amp * s),
+        arm_r=_deg(35 - 30 * amp * s),
+        elbow_l=_deg(50 + 25 * amp * c),
+        elbow_r=_deg(50 - 25 * amp * c),
+        drop=0.05 + 0.04 * _beat(ph),
+        head=_deg(5 * amp * c),
+        travel=_DRIFT_SPEED * amp,
     )
 
 
@@ -262,20 +332,30 @@ def _kick(ph, amp):
     kick_l = np.clip(np.sin(ph), 0, None) ** 2
     kick_r = np.clip(-np.sin(ph), 0, None) ** 2
     return dict(
-        foot_l=0.05 + 0.28 * amp * kick_l, foot_r=0.05 + 0.28 * amp * kick_r,
-        lift_l=0.22 * amp * kick_l, lift_r=0.22 * amp * kick_r,
+        foot_l=0.05 + 0.28 * amp * kick_l,
+        foot_r=0.05 + 0.28 * amp * kick_r,
+        lift_l=0.22 * amp * kick_l,
+        lift_r=0.22 * amp * kick_r,
         lean=_deg(10 * amp * (kick_l - kick_r)),  # leaning away from the kick keeps balance
-        arm_l=_deg(85 - 20 * kick_l), arm_r=_deg(85 - 20 * kick_r),
-        elbow_l=_deg(20 + 30 * kick_r), elbow_r=_deg(20 + 30 * kick_l), drop=0.07,
+        arm_l=_deg(85 - 20 * kick_l),
+        arm_r=_deg(85 - 20 * kick_r),
+        elbow_l=_deg(20 + 30 * kick_r),
+        elbow_r=_deg(20 + 30 * kick_l),
+        drop=0.07,
     )
 
 
 def _arm_circles(ph, amp):
     """The hands trace big loops in the frame plane, half a cycle apart."""
     return dict(
-        arm_l=_deg(100 + 60 * amp * np.sin(ph)), arm_r=_deg(100 - 60 * amp * np.sin(ph)),
-        elbow_l=_deg(45 * amp * (1 + np.cos(ph))), elbow_r=_deg(45 * amp * (1 - np.cos(ph))),
-        sway=0.025 * amp * np.sin(ph), drop=0.05 + 0.03 * _beat(ph), foot_l=0.08, foot_r=0.08,
+        arm_l=_deg(100 + 60 * amp * np.sin(ph)),
+        arm_r=_deg(100 - 60 * amp * np.sin(ph)),
+        elbow_l=_deg(45 * amp * (1 + np.cos(ph))),
+        elbow_r=_deg(45 * amp * (1 - np.cos(ph))),
+        sway=0.025 * amp * np.sin(ph),
+        drop=0.05 + 0.03 * _beat(ph),
+        foot_l=0.08,
+        foot_r=0.08,
     )
 
 
@@ -283,10 +363,16 @@ def _sway(ph, amp):
     """Relaxed hip sway, loose swinging arms and a tilting head."""
     s = np.sin(ph)
     return dict(
-        sway=0.07 * amp * s, lean=_deg(-5 * amp * s), head=_deg(8 * amp * np.sin(ph + 0.8)),
-        arm_l=_deg(25 - 15 * amp * s), arm_r=_deg(25 + 15 * amp * s),
-        elbow_l=_deg(60 + 20 * amp * np.cos(ph)), elbow_r=_deg(60 - 20 * amp * np.cos(ph)),
-        foot_l=0.09, foot_r=0.09, drop=0.05 + 0.03 * _beat(ph),
+        sway=0.07 * amp * s,
+        lean=_deg(-5 * amp * s),
+        head=_deg(8 * amp * np.sin(ph + 0.8)),
+        arm_l=_deg(25 - 15 * amp * s),
+        arm_r=_deg(25 + 15 * amp * s),
+        elbow_l=_deg(60 + 20 * amp * np.cos(ph)),
+        elbow_r=_deg(60 - 20 * amp * np.cos(ph)),
+        foot_l=0.09,
+        foot_r=0.09,
+        drop=0.05 + 0.03 * _beat(ph),
     )
 
 
@@ -294,9 +380,16 @@ def _disco_point(ph, amp):
     """One arm points up to the corner, then down across the body; other hand on the hip."""
     s = np.sin(ph)
     return dict(
-        arm_r=_deg(60 + 85 * amp * s), elbow_r=_deg(5), arm_l=_deg(40), elbow_l=_deg(-105),
-        sway=0.05 * amp * s, lean=_deg(6 * amp * s), head=_deg(10 * amp * s),
-        foot_l=0.07, foot_r=0.07, drop=0.05 + 0.04 * _beat(ph),
+        arm_r=_deg(60 + 85 * amp * s),
+        elbow_r=_deg(5),
+        arm_l=_deg(40),
+        elbow_l=_deg(-105),
+        sway=0.05 * amp * s,
+        lean=_deg(6 * amp * s),
+        head=_deg(10 * amp * s),
+        foot_l=0.07,
+        foot_r=0.07,
+        drop=0.05 + 0.04 * _beat(ph),
     )
 
 
@@ -306,7 +399,12 @@ def _jumping_jacks(ph, amp):
     arms = _deg(20 + 135 * amp * spread)
     feet = 0.02 + 0.2 * amp * spread
     return dict(
-        arm_l=arms, arm_r=arms, elbow_l=_deg(10), elbow_r=_deg(10), foot_l=feet, foot_r=feet,
+        arm_l=arms,
+        arm_r=arms,
+        elbow_l=_deg(10),
+        elbow_r=_deg(10),
+        foot_l=feet,
+        foot_r=feet,
         drop=0.05 - 0.09 * amp * np.sin(ph) ** 2,
     )
 
@@ -315,10 +413,19 @@ def _walk(ph, amp):
     """A walking gait: feet stride forwards in turn, the swinging foot lifted, arms swing against the legs."""
     s, c = np.sin(ph), np.cos(ph)
     return dict(
-        stride_l=0.12 * amp * s, stride_r=-0.12 * amp * s,
-        lift_l=0.05 * amp * np.clip(c, 0, None) ** 2, lift_r=0.05 * amp * np.clip(-c, 0, None) ** 2,
-        swing_l=-0.5 * amp * s, swing_r=0.5 * amp * s, arm_l=_deg(6), arm_r=_deg(6),
-        elbow_l=_deg(12), elbow_r=_deg(12), foot_l=0.0, foot_r=0.0, drop=0.04 + 0.02 * _beat(ph),
+        stride_l=0.12 * amp * s,
+        stride_r=-0.12 * amp * s,
+        lift_l=0.05 * amp * np.clip(c, 0, None) ** 2,
+        lift_r=0.05 * amp * np.clip(-c, 0, None) ** 2,
+        swing_l=-0.5 * amp * s,
+        swing_r=0.5 * amp * s,
+        arm_l=_deg(6),
+        arm_r=_deg(6),
+        elbow_l=_deg(12),
+        elbow_r=_deg(12),
+        foot_l=0.0,
+        foot_r=0.0,
+        drop=0.04 + 0.02 * _beat(ph),
     )
 
 
@@ -340,6 +447,7 @@ MOVES = {**DANCE_MOVES, "walk": _walk}
 # An action overrides parameters as a function of t, the seconds into its segment of n seconds
 # (clipped to [0, n], so that past its end it holds its final state, facing the camera).
 
+
 def _turn_to_travel(t, n):
     """Turn into the direction of travel (sideways to the camera), walk, turn back to the camera."""
     turn = min(_TURN_SECONDS, n / 3)
@@ -360,8 +468,13 @@ def _crouch(t, n):
     """Crouch down low, arms reaching forwards, hold, and stand up again."""
     depth = _smoothstep(t / 0.5) * _smoothstep((n - t) / 0.5)
     return dict(
-        drop=0.04 + 0.36 * depth, swing_l=1.3 * depth, swing_r=1.3 * depth, foot_l=0.03 + 0.07 * depth,
-        foot_r=0.03 + 0.07 * depth, lean=0.0, sway=0.0,
+        drop=0.04 + 0.36 * depth,
+        swing_l=1.3 * depth,
+        swing_r=1.3 * depth,
+        foot_l=0.03 + 0.07 * depth,
+        foot_r=0.03 + 0.07 * depth,
+        lean=0.0,
+        sway=0.0,
     )
 
 
@@ -369,6 +482,7 @@ ACTIONS = {"turn_to_travel": _turn_to_travel, "turn_back": _turn_back, "spin": _
 
 
 # --------------------------------------------------------------------------- performance
+
 
 @dataclass(frozen=True)
 class Segment:
@@ -426,9 +540,16 @@ def _walk_segment(rng: np.random.Generator, start: int, x: float, half: float, f
     # The position follows a smoothstep, whose peak speed is 1.5 times the average.
     length = int(math.ceil(max(1.5 * abs(target - x) / speed, 3 * _TURN_SECONDS) * fps))
     return Segment(
-        move="walk", start=start, length=length, fps=fps, period=float(rng.uniform(*_WALK_PERIOD_SECONDS)),
-        phase=float(rng.uniform(0, 2 * np.pi)), amp=float(rng.uniform(0.8, 1.0)), mirror=target < x,
-        action="turn_to_travel", target_x=target,
+        move="walk",
+        start=start,
+        length=length,
+        fps=fps,
+        period=float(rng.uniform(*_WALK_PERIOD_SECONDS)),
+        phase=float(rng.uniform(0, 2 * np.pi)),
+        amp=float(rng.uniform(0.8, 1.0)),
+        mirror=target < x,
+        action="turn_to_travel",
+        target_x=target,
     )
 
 
@@ -448,9 +569,15 @@ def _segment(rng: np.random.Generator, kind: str, start: int, x: float, half: fl
     seconds = dict((k, span) for k, _, span in _KINDS)[kind]
     move = str(rng.choice([name for name in DANCE_MOVES if name != previous]))
     return Segment(
-        move=move, start=start, length=max(int(round(rng.uniform(*seconds) * fps)), 1), fps=fps,
-        period=float(rng.uniform(*_PERIOD_SECONDS)), phase=float(rng.uniform(0, 2 * np.pi)),
-        amp=float(rng.uniform(0.7, 1.0)), mirror=bool(rng.integers(2)), action=None if kind == "dance" else kind,
+        move=move,
+        start=start,
+        length=max(int(round(rng.uniform(*seconds) * fps)), 1),
+        fps=fps,
+        period=float(rng.uniform(*_PERIOD_SECONDS)),
+        phase=float(rng.uniform(0, 2 * np.pi)),
+        amp=float(rng.uniform(0.7, 1.0)),
+        mirror=bool(rng.integers(2)),
+        action=None if kind == "dance" else kind,
     )
 
 

@@ -174,8 +174,7 @@ def render_frame(pose: Pose, look: Appearance, height: int = 128, width: int = 2
     canvas = _studio_background(studio, height, width).copy()
     _draw_shadow(canvas, pose)
     for a, b, radius_a, radius_b, colour in _frame_parts(pose, look):
-        _draw_capsule(canvas, _to_pixels(a, height, width), _to_pixels(b, height, width),
-                      radius_a * height, radius_b * height, colour, shaded=True)
+        _draw_capsule(canvas, _to_pixels(a, height, width), _to_pixels(b, height, width), radius_a * height, radius_b * height, colour, shaded=True)
     return _to_uint8(canvas)
 
 
@@ -185,8 +184,9 @@ def render_label(pose: Pose, height: int = 128, width: int = 256) -> np.ndarray:
     radius = _LABEL_RADIUS * height / 128
     limbs = sorted(LABEL_LIMBS, key=lambda limb: pose.depth_of(limb[0]) + pose.depth_of(limb[1]))
     for start, end, colour in limbs:
-        _draw_capsule(canvas, _to_pixels(pose[start], height, width), _to_pixels(pose[end], height, width),
-                      radius, radius, np.divide(colour, 255), shaded=False)
+        _draw_capsule(
+            canvas, _to_pixels(pose[start], height, width), _to_pixels(pose[end], height, width), radius, radius, np.divide(colour, 255), shaded=False
+        )
     head = _to_pixels(pose["head"], height, width)
     _draw_capsule(canvas, head, head, 2.2 * radius, 2.2 * radius, np.divide(LABEL_HEAD_COLOUR, 255), shaded=False)
     return _to_uint8(canvas)

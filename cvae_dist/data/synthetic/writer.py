@@ -61,8 +61,9 @@ def performer_of(seed: int, index: int, performers: int) -> Performer:
     return sample_performer(np.random.SeedSequence([seed, _PERFORMER_STREAM, index]))
 
 
-def performance_of(seed: int, split: str, index: int, n_frames: int, performer: Performer, aspect: float = 2.0,
-                   fps: float = DEFAULT_FPS) -> Performance:
+def performance_of(
+    seed: int, split: str, index: int, n_frames: int, performer: Performer, aspect: float = 2.0, fps: float = DEFAULT_FPS
+) -> Performance:
     """The performance of video ``index`` of ``split``: the same for a given seed."""
     rng = np.random.default_rng(np.random.SeedSequence([seed, SPLITS.index(split), index]))
     return performance(rng, n_frames, body=performer.body, aspect=aspect, fps=fps)
@@ -145,11 +146,16 @@ def baselines(frames: np.ndarray) -> dict[str, float]:
     return {"copy_first": round(float(average_psnr(first)), 2), "copy_previous": round(float(average_psnr(previous)), 2)}
 
 
-def check_settings(*, train_frames, seed, height, width, clip_frames, val_frames,
-                   test_sequences, test_frames, performers, fps, workers) -> None:
+def check_settings(*, train_frames, seed, height, width, clip_frames, val_frames, test_sequences, test_frames, performers, fps, workers) -> None:
     """Raise ValueError with a one-line message for unusable settings."""
-    counts = dict(train_frames=train_frames, clip_frames=clip_frames, val_frames=val_frames,
-                  test_sequences=test_sequences, test_frames=test_frames, performers=performers)
+    counts = dict(
+        train_frames=train_frames,
+        clip_frames=clip_frames,
+        val_frames=val_frames,
+        test_sequences=test_sequences,
+        test_frames=test_frames,
+        performers=performers,
+    )
     for name, value in counts.items():
         if int(value) != value or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -206,9 +212,24 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
-def generate_dataset(root, *, train_frames=DEFAULT_TRAIN_FRAMES, seed=0, height=128, width=256,
-                     clip_frames=320, val_frames=630, test_sequences=5, test_frames=630, performers=1,
-                     fps=DEFAULT_FPS, workers=None, overwrite=False, replace_outdated=False, progress=True) -> Path:
+def generate_dataset(
+    root,
+    *,
+    train_frames=DEFAULT_TRAIN_FRAMES,
+    seed=0,
+    height=128,
+    width=256,
+    clip_frames=320,
+    val_frames=630,
+    test_sequences=5,
+    test_frames=630,
+    performers=1,
+    fps=DEFAULT_FPS,
+    workers=None,
+    overwrite=False,
+    replace_outdated=False,
+    progress=True,
+) -> Path:
     """Write the dataset to ``root`` and return its path.
 
     An existing ``root`` made with the same settings by this generator version is reused as is.
@@ -217,9 +238,18 @@ def generate_dataset(root, *, train_frames=DEFAULT_TRAIN_FRAMES, seed=0, height=
     The data are built in a sibling temporary folder and renamed into place, so an interrupted
     run never leaves a half-written ``root``.
     """
-    settings = dict(seed=seed, train_frames=train_frames, clip_frames=clip_frames, val_frames=val_frames,
-                    test_sequences=test_sequences, test_frames=test_frames, performers=performers,
-                    fps=fps, height=height, width=width)
+    settings = dict(
+        seed=seed,
+        train_frames=train_frames,
+        clip_frames=clip_frames,
+        val_frames=val_frames,
+        test_sequences=test_sequences,
+        test_frames=test_frames,
+        performers=performers,
+        fps=fps,
+        height=height,
+        width=width,
+    )
     check_settings(workers=workers, **settings)
     root = Path(os.path.abspath(root))  # "." or "data/" still has a name to derive the staging folder from
     videos = _plan(train_frames, clip_frames, val_frames, test_sequences, test_frames, performers)
@@ -285,11 +315,7 @@ def _build(staging: Path, videos: list[_Video], manifest: dict, settings: dict, 
         (staging / video.img_dir).mkdir(parents=True, exist_ok=True)
         (staging / video.label_dir).mkdir(parents=True, exist_ok=True)
     render = (str(staging), *(settings[k] for k in ("seed", "height", "width", "performers", "fps")))
-    jobs = [
-        (*render, video, start, min(start + _CHUNK_FRAMES, video.frames))
-        for video in videos
-        for start in range(0, video.frames, _CHUNK_FRAMES)
-    ]
+    jobs = [(*render, video, start, min(start + _CHUNK_FRAMES, video.frames)) for video in videos for start in range(0, video.frames, _CHUNK_FRAMES)]
     scored = _run_jobs(jobs, min(workers, len(jobs)), progress)
     manifest = {
         **manifest,

@@ -1,0 +1,142 @@
+"""What a run is made of: its videos, windows, model, optimizer and schedule, prepared by Accelerate."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from torch.utils.data import DataLoader
+
+from cvae_dist import checkpoint as ckpt
+from cvae_dist.config import Config, DataConfig, TrainConfig, check_train_length, val_length
+from cvae_dist.data import dataset_root
+from cvae_dist.data.course import CourseDataset, IndexedWindows, Video, WindowSampler, collate_windows
+from cvae_dist.errors import UserError
+from cvae_dist.model import CVAE
+from cvae_dist.schedules import lr_scheduler
+from cvae_dist.training.precision import Precision, make_accelerator, precision_of, uses_deepspeed
+from cvae_dist.training.preemption import ignore_stop_signals
+
+
+@dataclass
+class Parts:
+    """A run's parts, as the training loop uses them."""
+
+    config: Config
+    """The run's settings."""
+    accelerator: Accelerator
+    """Devices, processes, gradient accumulation, checkpoint state and the tracker."""
+    model: torch.nn.Module
+    """The network, prepared (wrapped for DDP or DeepSpeed where there are several processes)."""
+    optimizer: torch.optim.Optimizer
+    """Adam or AdamW, prepared."""
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    """The learning-rate schedule, prepared; stepped once per epoch."""
+    loader: DataLoader
+    """The training windows of each epoch, this process's share, prepared."""
+    sampler: WindowSampler
+    """The order of the windows of each epoch."""
+    windows: IndexedWindows
+    """The training video cut into windows."""
+    val_video: Video
+    """The validation video."""
+    precision: Precision
+    """The number format of every forward pass."""
+
+    def batches_in_epoch(self, epoch: int) -> int:
+        """Batches each process sees in an epoch (the last incomplete batch is dropped)."""
+        return self.sampler.windows_in_epoch(epoch) // (self.config.train.batch_size * self.accelerator.num_processes)
+
+    def steps_in_epoch(self, epoch: int) -> int:
+        """Optimizer steps in an epoch (a last, shorter accumulation still steps)."""
+        return math.ceil(self.batches_in_epoch(epoch) / self.config.train.gradient_accumulation_steps)
+
+
+def build(config: Config) -> Parts:
+    """Every part of a run, checked against its data; writes nothing."""
+    accelerator = make_accelerator(config)
+    set_seed(config.train.seed)
+    train_video, val_video = load_videos(config, accelerator)
+    windows = IndexedWindows(train_video, config.data.train_vi_len, config.data.partial)
+    sampler = WindowSampler(windows_in_epoch(config.data, len(windows), len(train_video.frames)), config.data.shuffle, config.train.seed)
+    model = make_model(config, accelerator)
+    optimizer = make_optimizer(model, config.train, accelerator.device)
+    loader = training_loader(config, windows, sampler)
+    model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, lr_scheduler(optimizer, config.train))
+    parts = Parts(config, accelerator, model, optimizer, scheduler, loader, sampler, windows, val_video, precision_of(accelerator, model))
+    if parts.batches_in_epoch(0) == 0:
+        raise UserError(
+            f"{len(windows)} training windows are too few for --batch_size {config.train.batch_size} on {accelerator.num_processes} process(es)"
+        )
+    return parts
+
+
+def load_videos(config: Config, accelerator: Accelerator) -> tuple[Video, Video]:
+    """The training and validation videos; the main process makes the synthetic dataset if it is needed."""
+    data, main = config.data, accelerator.is_main_process
+    with accelerator.main_process_first():
+        dataset = CourseDataset(dataset_root(data, progress=main), data.frame_H, data.frame_W, progress=main)
+        # Before any frame is read, so that a length the videos cannot give fails at once.
+        check_train_length(data, *dataset.frame_count("train"))
+        # Validation PSNRs are compared across runs, so a shorter rollout than asked is an error, not a note.
+        val_length(data.val_vi_len, *dataset.frame_count("val"), shorter_ok=False)
+        return dataset.train(), dataset.val()
+
+
+def windows_in_epoch(data: DataConfig, windows: int, frames: int) -> Callable[[int], int]:
+    """Windows used in each epoch: all of them, or while fast-training those in the first --fast_partial of the video."""
+    fast = max(1, int(frames * data.fast_partial) // data.train_vi_len)
+    return lambda epoch: min(fast, windows) if data.fast_train and epoch < data.fast_train_epoch else windows
+
+
+def training_loader(config: Config, windows: IndexedWindows, sampler: WindowSampler) -> DataLoader:
+    """Batches of windows in the sampler's order, from pinned memory on CUDA; workers leave stop signals to training."""
+    return DataLoader(
+        windows,
+        batch_size=config.train.batch_size,
+        sampler=sampler,
+        num_workers=config.data.num_workers,
+        collate_fn=collate_windows,
+        worker_init_fn=ignore_stop_signals,
+        drop_last=True,
+        pin_memory=torch.cuda.is_available(),
+        persistent_workers=config.data.num_workers > 0,
+    )
+
+
+def make_model(config: Config, accelerator: Accelerator) -> torch.nn.Module:
+    """A fresh network, or the --ckpt_path weights, laid out and compiled as asked."""
+    train = config.train
+    model = CVAE(config.model)
+    if train.ckpt_path is not None:
+        ckpt.load_weights_into(model, ckpt.find_weights(train.ckpt_path, "--ckpt_path")[0])
+    # DeepSpeed views every parameter as flat bytes, which channels-last weights are not.
+    if train.channels_last and not uses_deepspeed(accelerator):
+        model = model.to(memory_format=torch.channels_last)
+    if not train.compile:
+        return model
+    if train.recompute_activations and accelerator.mixed_precision != "no":
+        # The autocast is traced inside the compiled forward, but a frame's recomputation in the
+        # backward pass runs outside it, so the recomputation differs and autograd refuses it.
+        raise UserError(
+            f"--compile with {config.flag('recompute_activations')} needs --mixed_precision no (torch.compile cannot recompute autocast regions)"
+        )
+    # In place rather than through Accelerate's dynamo plugin, whose OptimizedModule wrapper
+    # would prefix every key that `save_model` writes with `_orig_mod.`.
+    try:
+        model.compile(backend=train.compile_backend)
+    except torch._dynamo.exc.InvalidBackend:
+        raise UserError(f"--compile_backend {train.compile_backend}: not a torch.compile backend here (see torch._dynamo.list_backends())") from None
+    return model
+
+
+def make_optimizer(model: torch.nn.Module, train: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+    """--optim at --lr."""
+    optimizer_class = torch.optim.AdamW if train.optim == "AdamW" else torch.optim.Adam
+    # Adam's fastest implementation on the device: one fused kernel on CUDA, batched (foreach) ops elsewhere.
+    fastest = {"fused": True} if device.type == "cuda" else {"foreach": True}
+    return optimizer_class(model.parameters(), lr=train.lr, **fastest)

@@ -1,0 +1,237 @@
+"""The training loop: epochs of optimizer steps, validation, checkpoints and logs."""
+
+from __future__ import annotations
+
+import math
+import signal
+import sys
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from cvae_dist import checkpoint as ckpt
+from cvae_dist.data.course import to_unit_float
+from cvae_dist.evaluate import Evaluation, evaluate_video, write_evaluation
+from cvae_dist.loss import cvae_loss
+from cvae_dist.rollout import latent_noise, recalibrate_batchnorm
+from cvae_dist.schedules import Schedules
+from cvae_dist.tracking import EPOCH, FINAL, TB_PROJECT, TRAIN, VAL, frame_strip, write_hparams
+from cvae_dist.training.averages import Averages
+from cvae_dist.training.build import Parts
+from cvae_dist.training.guard import NonFiniteGuard
+from cvae_dist.training.precision import device_note
+from cvae_dist.training.preemption import Preempted, StopSignal
+from cvae_dist.training.run_folder import RunFolder
+from cvae_dist.training.state import TrainingState
+
+
+class Loop:
+    """Fits a run's parts: `fit` runs the epochs, `train_epoch` its batches, `train_batch` one of them, `validate` the rollout."""
+
+    def __init__(self, parts: Parts):
+        self.parts, self.config, self.accelerator = parts, parts.config, parts.accelerator
+        self.model, self.optimizer, self.scheduler = parts.model, parts.optimizer, parts.scheduler
+        self.state = TrainingState(tfr=self.config.method.tfr)
+        self.accelerator.register_for_checkpointing(self.state)
+        self.folder = RunFolder(self.accelerator, self.config, self.model)
+        train = self.config.train
+        self.schedules = Schedules.of_run(self.config.method, train.seed, train.num_epoch, parts.steps_in_epoch)
+        self.guard = NonFiniteGuard(self.accelerator, train, self.state, self.folder.latest)
+        self.is_main = self.accelerator.is_main_process
+
+    def fit(self) -> Evaluation | None:
+        """Train (or go on training) for --num_epoch epochs, then evaluate the best weights (the evaluation on the main process)."""
+        train, state = self.config.train, self.state
+        try:
+            with StopSignal(self.accelerator.num_processes) as self.stop:
+                self._start()
+                total = sum(self.parts.steps_in_epoch(e) for e in range(train.num_epoch))
+                self.progress = tqdm(total=total, initial=state.step, desc="training", unit="step", disable=not self.is_main, dynamic_ncols=True)
+                with self.progress:  # closed on any exit, so that an error message starts on its own line
+                    while state.epoch < train.num_epoch:
+                        means = self.train_epoch()
+                        state.epoch += 1
+                        self.scheduler.step()
+                        self.accelerator.log(means, step=state.epoch)
+                        if state.epoch % train.eval_every == 0 or state.epoch == train.num_epoch:
+                            self.validate()
+                        self._save("epoch")
+        except BaseException:
+            self.accelerator.end_training()  # flush what TensorBoard has of a run that stops early
+            raise
+        return self.finish()
+
+    def _start(self) -> None:
+        """Resume if the run folder says so; then open the log. Notes come after every check, so that bad input ends in one line."""
+        resumed = self.folder.start()
+        self.accelerator.init_trackers(TB_PROJECT)
+        if not self.is_main:
+            return
+        accelerator, epochs = self.accelerator, self.config.train.num_epoch
+        if resumed is not None:
+            print(f"resumed from {resumed} at epoch {self.state.epoch}, step {self.state.step}", flush=True)
+        print(
+            f"world size {accelerator.num_processes} ({accelerator.distributed_type.value}, {accelerator.device.type}, "
+            f"mixed precision {accelerator.mixed_precision})",
+            flush=True,
+        )
+        for note in (device_note(accelerator), self.schedules.warning()):
+            if note:
+                print(note, file=sys.stderr, flush=True)
+        write_hparams(accelerator.get_tracker("tensorboard", unwrap=True), self.config.flat())
+        if self.state.epoch >= epochs:
+            print(f"all {epochs} epochs were already trained: evaluating the best weights again", flush=True)
+
+    def train_epoch(self) -> dict[str, float]:
+        """The epoch's batches (after a resume, those not yet done); returns its averages to log."""
+        state, loader = self.state, self.parts.loader
+        epoch = state.epoch
+        state.tfr = self.schedules.tfr(epoch)
+        loader.set_epoch(epoch)
+        batches = loader
+        if state.batch_in_epoch:
+            batches = self.accelerator.skip_first_batches(loader, state.batch_in_epoch)
+            batches.set_epoch(epoch)  # a fresh loader would otherwise restart at epoch 0's order
+        self.progress.set_description(f"epoch {epoch + 1}/{self.config.train.num_epoch}")
+        self.model.train()
+        since_log, whole_epoch = Averages(self.accelerator), Averages(self.accelerator)
+        for frames, labels, windows in batches:
+            scalars = self.train_batch(frames, labels, windows)
+            since_log.add(scalars)
+            whole_epoch.add(scalars)
+            state.batch_in_epoch += 1
+            if self.accelerator.sync_gradients:
+                state.step += 1
+                self.progress.update(1)
+                if state.step % self.config.train.log_every == 0:
+                    means = since_log.pop()
+                    self.accelerator.log(TRAIN.of({**means, **self._schedule_values()}), step=state.step)
+                    self.progress.set_postfix(loss=f"{means['loss']:.4g}", refresh=False)
+                self._after_step(last_in_epoch=state.batch_in_epoch == self.parts.batches_in_epoch(epoch))
+        state.batch_in_epoch = 0
+        return EPOCH.of({**whole_epoch.pop(), **self._schedule_values()})
+
+    def _schedule_values(self) -> dict[str, float]:
+        return {"beta": self.state.beta, "tfr": self.state.tfr, "lr": self.scheduler.get_last_lr()[0]}
+
+    def _after_step(self, last_in_epoch: bool) -> None:
+        """The checkpoint due every --checkpointing_steps (the epoch's last step saves as the epoch's),
+        and a stop if a signal asked for one."""
+        stop = self.stop.agreed()
+        if stop:
+            saved = self._save("preemption")
+            raise Preempted(signal.Signals(stop).name, self.state.step, saved or self.folder.latest())
+        if not last_in_epoch:
+            self._save("steps")
+
+    def _save(self, reason: str) -> Path | None:
+        # None while non-finite steps are being skipped, so that the newest checkpoint stays the last good one.
+        if self.state.nonfinite_streak:
+            return None
+        return self.folder.maybe_save(self.state.step, self.state.epoch, reason)
+
+    def train_batch(self, frames: torch.Tensor, labels: torch.Tensor, windows: list[int]) -> dict[str, torch.Tensor]:
+        """One micro-batch: forward, loss, backward, and (at accumulation boundaries) the optimizer step."""
+        method, state = self.config.method, self.state
+        frames, labels = to_unit_float(frames), to_unit_float(labels)
+        step_in_epoch = state.batch_in_epoch // self.config.train.gradient_accumulation_steps
+        forced = self.schedules.teacher_forcing(state.epoch, step_in_epoch, windows, frames.shape[1] - 1)
+        if isinstance(forced, torch.Tensor):  # a mask per frame; the first frame is always given, so it does not count
+            forced = forced.to(frames.device)
+            forced_share = forced[:, 1:].float().mean()
+        else:  # torch.full, not torch.tensor: copying a host value to a GPU would wait for the whole step
+            forced_share = torch.full((), float(forced), device=frames.device)
+        state.beta = self.schedules.beta(state.epoch, state.step)
+        with self.accelerator.accumulate(self.model):
+            with self.parts.precision.autocast():
+                noise = latent_noise(self.config.train.seed, state.epoch, windows, frames, self.config.model.N_dim)
+                out = self.model(
+                    frames, labels, noise, forced, recompute=self.config.train.recompute_activations, one_step=method.one_step_weight > 0
+                )
+            terms = cvae_loss(
+                out.pred, frames[:, 1:], out.mu, out.logvar, state.beta, method.kl_last_frame_only, out.one_step, method.one_step_weight
+            )
+            self.accelerator.backward(terms.total)
+            grad_norm, finite = torch.zeros((), device=frames.device), True
+            if self.accelerator.sync_gradients:
+                norm = self.accelerator.clip_grad_norm_(self.model.parameters(), self.config.train.max_grad_norm or math.inf)
+                # DeepSpeed clips inside backward() (see precision.make_accelerator) and reports the norm as a float.
+                grad_norm = torch.as_tensor(0.0 if norm is None else norm, dtype=torch.float32, device=frames.device)
+                finite = self.guard.allows(terms.total, grad_norm)
+            if finite or self.accelerator.scaler is not None:
+                # With fp16 the GradScaler skips a non-finite step itself and must see it to lower its scale.
+                self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        return {
+            "loss": terms.total.detach(),
+            "mse": terms.mse.detach(),
+            "kl": terms.kl.detach(),
+            "teacher_forcing": forced_share,
+            "grad_norm": grad_norm.detach(),
+        }
+
+    def validate(self) -> Evaluation:
+        """Roll out the validation video; every process runs it so sharded models can gather weights."""
+        model, state = self.accelerator.unwrap_model(self.model), self.state
+        with self.parts.precision.autocast():
+            recalibrate_batchnorm(model, self._recalibration_labels())
+        evaluation = self._evaluate(model)
+        improved = evaluation.average > state.best_psnr
+        if improved:
+            state.best_psnr, state.best_epoch = evaluation.average, state.epoch
+            self.folder.save_best(state.step, state.epoch)
+        if self.is_main:
+            self.accelerator.log(
+                {
+                    VAL.psnr: evaluation.average,
+                    VAL.best_psnr: state.best_psnr,
+                    VAL.baseline_psnr: evaluation.baseline_average,
+                    VAL.one_step_psnr: evaluation.one_step_average,
+                    VAL.copy_previous_psnr: evaluation.copy_previous_average,
+                },
+                step=state.epoch,
+            )
+            self._log_strip(VAL.rollout, evaluation)
+            self.progress.write(
+                f"epoch {state.epoch}: validation PSNR {evaluation.average:.2f} dB"
+                + (" (best)" if improved else "")
+                + f"; one step ahead {evaluation.one_step_average:.2f} dB (copy previous {evaluation.copy_previous_average:.2f} dB)"
+            )
+        return evaluation
+
+    def _evaluate(self, model) -> Evaluation:
+        data, device = self.config.data, self.accelerator.device
+        return evaluate_video(
+            model, self.parts.val_video, device, data.val_vi_len, seed=self.config.train.seed, autocast=self.parts.precision.autocast
+        )
+
+    def _recalibration_labels(self):
+        """Pose labels of training windows evenly spaced over the video, in training-size batches, the same on every process."""
+        windows, batch = self.parts.windows, self.config.train.batch_size
+        count = min(self.config.method.bn_recalibration_windows, len(windows))
+        indices = torch.linspace(0, len(windows) - 1, count).round().long().tolist() if count else []
+        for start in range(0, count, batch):
+            labels = torch.stack([windows[i][1] for i in indices[start : start + batch]])
+            yield to_unit_float(labels.to(self.accelerator.device))
+
+    def _log_strip(self, tag: str, evaluation: Evaluation) -> None:
+        video, length = self.parts.val_video, len(evaluation.pred)
+        truth, labels = (to_unit_float(torch.from_numpy(frames[:length].copy())) for frames in (video.frames, video.labels))
+        strip = frame_strip([truth, evaluation.pred, labels])
+        self.accelerator.get_tracker("tensorboard").log_images({tag: strip}, step=self.state.epoch, dataformats="HWC")
+
+    def finish(self) -> Evaluation | None:
+        """Evaluate the best weights, write their CSV, plot and GIF, and log the per-frame PSNR (on the main process)."""
+        self.accelerator.wait_for_everyone()
+        evaluation = None
+        if self.is_main:
+            model, _ = ckpt.load_model(self.folder.root / ckpt.BEST, self.accelerator.device)
+            evaluation = self._evaluate(model)
+            write_evaluation(evaluation, self.parts.val_video, self.folder.root / ckpt.EVAL, title=f"{self.folder.root.name}: PSNR per frame")
+            tracker = self.accelerator.get_tracker("tensorboard", unwrap=True)
+            for frame in range(1, len(evaluation.psnr)):
+                tracker.add_scalar(FINAL.psnr_per_frame, float(evaluation.psnr[frame]), frame)
+            self.accelerator.log({FINAL.psnr: evaluation.average, FINAL.baseline_psnr: evaluation.baseline_average}, step=self.state.epoch)
+        self.accelerator.end_training()
+        return evaluation

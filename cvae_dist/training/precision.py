@@ -1,0 +1,118 @@
+"""Devices and number formats: the run's Accelerator, DeepSpeed's fixes, and the one autocast.
+
+Accelerate autocasts a prepared model's forward for its own mixed precision, but nothing outside
+it (BatchNorm recalibration, validation, the final evaluation of a fresh model), and DeepSpeed's
+16-bit engine autocasts nothing at all. `Precision.autocast` is the one context that every
+forward pass of a run computes in.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from dataclasses import dataclass
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DataLoaderConfiguration, DistributedType, InitProcessGroupKwargs, ProjectConfiguration
+
+from cvae_dist.config import Config
+
+HALF = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def make_accelerator(config: Config) -> Accelerator:
+    """The run's Accelerator: whatever device is there, gloo where there is no GPU, DeepSpeed's config fixed for this run."""
+    train = config.train
+    on_cpu = not (torch.cuda.is_available() or torch.backends.mps.is_available())
+    deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
+    # Several CPU processes (tests, laptops) talk over gloo, and so does DeepSpeed without a GPU
+    # (it would otherwise ask for NCCL or oneCCL).
+    gloo = on_cpu and (deepspeed or int(os.environ.get("WORLD_SIZE", "1")) > 1)
+    accelerator = Accelerator(
+        # cpu=True silently turns DeepSpeed off; without it Accelerate still lands on the CPU.
+        cpu=on_cpu and not deepspeed,
+        mixed_precision=train.mixed_precision,
+        gradient_accumulation_steps=train.gradient_accumulation_steps,
+        log_with="tensorboard",
+        project_config=ProjectConfiguration(project_dir=train.save_root, logging_dir=train.logging_dir or train.save_root),
+        # The course steps its MultiStepLR once per epoch, not once per optimizer step.
+        step_scheduler_with_optimizer=False,
+        kwargs_handlers=[InitProcessGroupKwargs(backend="gloo")] if gloo else [],
+        # Batches come from pinned memory (on CUDA), so their copy to the device need not wait.
+        dataloader_config=DataLoaderConfiguration(non_blocking=True),
+    )
+    if accelerator.mixed_precision == "fp16" and accelerator.device.type == "cpu" and accelerator.is_main_process:
+        print(
+            "warning: --mixed_precision fp16 does nothing on a CPU (Accelerate trains in fp32 there); use bf16 for mixed precision on a CPU",
+            file=sys.stderr,
+            flush=True,
+        )
+    if uses_deepspeed(accelerator):
+        _fix_deepspeed_config(accelerator.state.deepspeed_plugin.deepspeed_config, config)
+    return accelerator
+
+
+def _fix_deepspeed_config(deepspeed_config: dict, config: Config) -> None:
+    # DeepSpeed clips gradients itself; its config's "auto" would become 1.0 whatever --max_grad_norm says.
+    if deepspeed_config.get("gradient_clipping", "auto") == "auto":
+        deepspeed_config["gradient_clipping"] = config.train.max_grad_norm
+    # DeepSpeed casts parameters but not buffers to 16 bits, and BatchNorm then refuses 16-bit
+    # weights with float32 running statistics.
+    for half in HALF:
+        if deepspeed_config.get(half, {}).get("enabled") is True:
+            deepspeed_config.setdefault("data_types", {}).setdefault("buffer_dtype", half)
+
+
+def uses_deepspeed(accelerator: Accelerator) -> bool:
+    return accelerator.distributed_type == DistributedType.DEEPSPEED
+
+
+@dataclass(frozen=True)
+class Precision:
+    """The number format forward passes compute in."""
+
+    device_type: str
+    """The type of the device they run on ('cuda', 'cpu', 'mps')."""
+    dtype: torch.dtype | None = None
+    """The 16-bit type they autocast to; None computes in float32."""
+
+    def autocast(self):
+        return torch.autocast(self.device_type, dtype=self.dtype) if self.dtype else contextlib.nullcontext()
+
+
+def precision_of(accelerator: Accelerator, model) -> Precision:
+    """The run's precision: DeepSpeed's engine's 16-bit weights, or Accelerate's mixed precision where
+    it autocasts (not fp16 on a CPU)."""
+    if uses_deepspeed(accelerator):
+        dtype = torch.bfloat16 if model.bfloat16_enabled() else torch.float16 if model.fp16_enabled() else None
+    else:
+        dtype = HALF.get(accelerator.mixed_precision) if accelerator.native_amp else None
+    return Precision(accelerator.device.type, dtype)
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def cpu_threads_note(threads: int, cores_per_process: int) -> str | None:
+    """A note when torch would leave CPU cores idle, as it does under a plain `accelerate launch`.
+
+    Without `--cpu` (or `use_cpu` in its config) `accelerate launch` sets OMP_NUM_THREADS=1, which
+    makes CPU training use one core whatever the machine has."""
+    if threads >= cores_per_process:
+        return None
+    return (
+        f"note: torch uses {threads} CPU thread(s) per process on {cores_per_process} free core(s) per process; "
+        f"`accelerate launch --num_cpu_threads_per_process {cores_per_process}` (or OMP_NUM_THREADS={cores_per_process}) uses them all"
+    )
+
+
+def device_note(accelerator: Accelerator) -> str | None:
+    """The note on idle CPU cores, for a run on a CPU."""
+    if accelerator.device.type != "cpu":
+        return None
+    local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", accelerator.num_processes))
+    return cpu_threads_note(torch.get_num_threads(), usable_cores() // max(local_processes, 1))
