@@ -129,8 +129,6 @@ class MethodConfig:
     """Fraction of each cycle over which beta rises linearly from 0 to 1 before holding at 1."""
     kl_anneal_unit: Literal["epoch", "step"] = setting("epoch", hparam="unit")
     """Advance beta once per epoch (course) or once per optimizer step (Fu et al.)."""
-    one_step_weight: float = 0.0
-    """Weight of a second reconstruction loss, on every frame predicted from the true previous frame, in steps that are not teacher-forced (0: off): keeps a free-running model using the previous frame, for one more batched decoding per step."""
     kl_last_frame_only: bool = False
     """Reproduce a common student bug: weigh only the last frame's KL instead of summing over frames."""
     bn_recalibration_windows: int = 64
@@ -543,7 +541,6 @@ RANGES: dict[str, Range] = {
     "tfr": FRACTION,
     "tfr_sde": AT_LEAST_0,
     "tfr_d_step": FRACTION,
-    "one_step_weight": AT_LEAST_0,
     "kl_anneal_cycle": AT_LEAST_1,
     "kl_anneal_ratio": SHARE,
     "bn_recalibration_windows": AT_LEAST_0,

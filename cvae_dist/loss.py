@@ -27,7 +27,6 @@ class LossTerms:
     total: torch.Tensor
     mse: torch.Tensor
     kl: torch.Tensor
-    one_step_mse: torch.Tensor | None = None
 
 
 def cvae_loss(
@@ -37,15 +36,9 @@ def cvae_loss(
     logvar: torch.Tensor,
     beta: float,
     kl_last_frame_only: bool = False,
-    one_step: torch.Tensor | None = None,
-    one_step_weight: float = 0.0,
 ) -> LossTerms:
-    """sum_t MSE(x^_t, x_t) + beta * sum_t KL_t over the predicted frames t = 1..T-1, plus
-    `one_step_weight` * sum_t MSE of the frames predicted from the true previous frame, if given."""
+    """sum_t MSE(x^_t, x_t) + beta * sum_t KL_t over the predicted frames t = 1..T-1."""
     mse = mse_per_frame(pred.float(), target.float()).sum()
     kl_frames = kl_per_frame(mu.float(), logvar.float())
     kl = kl_frames[-1] if kl_last_frame_only else kl_frames.sum()
-    if one_step is None:
-        return LossTerms(total=mse + beta * kl, mse=mse, kl=kl)
-    one_step_mse = mse_per_frame(one_step.float(), target.float()).sum()
-    return LossTerms(total=mse + beta * kl + one_step_weight * one_step_mse, mse=mse, kl=kl, one_step_mse=one_step_mse)
+    return LossTerms(total=mse + beta * kl, mse=mse, kl=kl)

@@ -26,8 +26,6 @@ class RolloutOutput:
     """Posterior means, (B, T-1, N, H, W)."""
     logvar: torch.Tensor
     """Posterior log-variances, (B, T-1, N, H, W)."""
-    one_step: torch.Tensor | None = None
-    """Frames 1..T-1 each predicted from the true previous frame, when asked for beside a rollout that is not teacher-forced, (B, T-1, 3, H, W)."""
 
 
 def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
@@ -91,7 +89,6 @@ def training_rollout(
     noise: torch.Tensor,
     teacher_forcing: bool | torch.Tensor,
     recompute: bool = False,
-    one_step: bool = False,
 ) -> RolloutOutput:
     """Predict frames 1..T-1 of a training window, each z drawn from the posterior q(z_t | x_t, P_t).
 
@@ -102,9 +99,7 @@ def training_rollout(
     al. 2015): the step that predicts frame t+1 is fed the true frame t where mask[:, t] is set
     and the previous prediction elsewhere (frame 0 is always given); decoding then steps through
     time. `noise` is the eps of the reparameterization, (B, T-1, N, H, W), drawn by the caller so
-    that every path sees the same randomness. `one_step` also decodes every frame from the true
-    previous frame (in one batch, from the features already computed), for a loss that keeps a
-    free-running model using the previous frame.
+    that every path sees the same randomness.
 
     `recompute` (activation checkpointing) keeps only each frame's inputs and outputs for the backward pass and recomputes
     the layers in between, one frame at a time: activation memory then grows with the window by
@@ -117,12 +112,11 @@ def training_rollout(
     label_features = _all_frames(model.encode_labels, labels[:, 1:])
     mu, logvar = run(model.posterior, frame_features[:, 1:], label_features)
     z = reparameterize(mu, logvar, noise)
-    ahead = run(model.decode, frame_features[:, :-1], label_features, z) if teacher_forcing is True or one_step else None
     if teacher_forcing is True:
-        return RolloutOutput(pred=ahead, mu=mu, logvar=logvar)
+        return RolloutOutput(pred=run(model.decode, frame_features[:, :-1], label_features, z), mu=mu, logvar=logvar)
     forced = (frame_features[:, :-1], teacher_forcing) if isinstance(teacher_forcing, torch.Tensor) else None
     pred = _autoregress(model, frame_features[:, 0], label_features, z, recompute, forced)
-    return RolloutOutput(pred=pred, mu=mu, logvar=logvar, one_step=ahead)
+    return RolloutOutput(pred=pred, mu=mu, logvar=logvar)
 
 
 def _decode_and_encode(model, prev_feature: torch.Tensor, label_feature: torch.Tensor, z: torch.Tensor):

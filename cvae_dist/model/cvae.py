@@ -75,9 +75,7 @@ class CVAE(nn.Module, PyTorchModelHubMixin, library_name="cvae-dist"):
         frame = self.Generator(self.Decoder_Fusion(prev_feature, label_feature, z))
         return torch.sigmoid(frame) if self.config.output_activation == "sigmoid" else frame
 
-    def forward(
-        self, frames: torch.Tensor, labels: torch.Tensor, noise: torch.Tensor, teacher_forcing, recompute: bool = False, one_step: bool = False
-    ):
+    def forward(self, frames: torch.Tensor, labels: torch.Tensor, noise: torch.Tensor, teacher_forcing, recompute: bool = False):
         from cvae_dist.rollout import training_rollout
 
-        return training_rollout(self, frames, labels, noise, teacher_forcing=teacher_forcing, recompute=recompute, one_step=one_step)
+        return training_rollout(self, frames, labels, noise, teacher_forcing=teacher_forcing, recompute=recompute)

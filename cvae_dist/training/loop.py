@@ -146,12 +146,8 @@ class Loop:
         with self.accelerator.accumulate(self.model):
             with self.parts.precision.autocast():
                 noise = latent_noise(self.config.train.seed, state.epoch, windows, frames, self.config.model.N_dim)
-                out = self.model(
-                    frames, labels, noise, forced, recompute=self.config.train.recompute_activations, one_step=method.one_step_weight > 0
-                )
-            terms = cvae_loss(
-                out.pred, frames[:, 1:], out.mu, out.logvar, state.beta, method.kl_last_frame_only, out.one_step, method.one_step_weight
-            )
+                out = self.model(frames, labels, noise, forced, recompute=self.config.train.recompute_activations)
+            terms = cvae_loss(out.pred, frames[:, 1:], out.mu, out.logvar, state.beta, method.kl_last_frame_only)
             self.accelerator.backward(terms.total)
             grad_norm, finite = torch.zeros((), device=frames.device), True
             if self.accelerator.sync_gradients:
