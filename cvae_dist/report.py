@@ -1,14 +1,18 @@
 """The course report's figures, drawn from the TensorBoard events of one or more runs.
 
     python -m cvae_dist.report RUN_DIR [RUN_DIR ...] --out DIR
+    python -m cvae_dist.report LOG_ROOT --out DIR          # every run of a sweep
 
-writes into DIR:
+A folder with the event files of several runs under it (a sweep's LOG_ROOT) stands for all of
+them. Writes into DIR:
 - `loss_tfr.png`: training loss and teacher-forcing ratio per epoch, epochs that were
   teacher-forced shaded (by the fraction of their batches that were);
 - `loss_beta.png`: training loss per logged step with the KL weight beta;
 - `val_psnr.png`: validation PSNR per epoch of every run, with the copy-first-frame baseline;
 - `psnr_per_frame.png`: PSNR of each validation frame (best weights) of every run in one plot;
-- `report.md`: a page embedding them, with a table of each run's settings and average PSNR.
+- `report.md`: a page embedding them, with a table of each run's settings, status and average
+  PSNR, and for runs of one grid point with several seeds, the mean and range over seeds and which
+  differences between points exceed that range (see cvae_dist.comparison).
 
 Runs are read with TensorBoard's own EventAccumulator; a run's settings come from the HParams
 record its training wrote into the same event file.
@@ -28,9 +32,10 @@ from matplotlib.ticker import MaxNLocator
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams.metadata import PLUGIN_NAME as HPARAMS_PLUGIN
 
+from cvae_dist.comparison import RunResult, comparison_markdown, run_status, runs_without_events
 from cvae_dist.config import hparam_labels
 from cvae_dist.errors import ArgumentParser, UserError, output_folder, run_command
-from cvae_dist.tracking import EPOCH, FINAL, TRAIN, VAL, read_hparams
+from cvae_dist.tracking import EPOCH, FINAL, TB_PROJECT, TRAIN, VAL, read_hparams
 
 FIGURES = {
     "loss_tfr": "Training loss and teacher-forcing ratio per epoch",
@@ -47,6 +52,7 @@ class RunLog:
     name: str
     settings: dict[str, Any]
     scalars: dict[str, tuple[np.ndarray, np.ndarray]]
+    status: str
 
     def series(self, tag: str) -> tuple[np.ndarray, np.ndarray]:
         """(steps, values) of a scalar tag; empty arrays where the run never logged it."""
@@ -56,32 +62,51 @@ class RunLog:
         values = self.series(tag)[1]
         return float(values[-1]) if len(values) else None
 
+    def result(self) -> RunResult:
+        return RunResult(self.name, self.settings, self.last(FINAL.psnr), self.last(VAL.baseline_psnr), self.status)
 
-def event_folder(run_dir: Path) -> Path:
-    """The folder of a run's event files: RUN_DIR itself, or the one folder below it that has them."""
+
+def event_folders(run_dir: Path) -> list[Path]:
+    """The folders under run_dir (itself included) that hold event files."""
     folders = sorted({p.parent for p in run_dir.rglob("events.out.tfevents.*")})
     if not folders:
         raise UserError(f"{run_dir}: no TensorBoard event files in this folder")
-    if len(folders) > 1:
-        raise UserError(f"{run_dir}: event files in several folders ({', '.join(str(f) for f in folders)}); name one of them")
-    return folders[0]
+    return folders
 
 
-def read_run(run_dir: str | Path) -> RunLog:
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise UserError(f"{run_dir}: run folder not found")
-    accumulator = EventAccumulator(str(event_folder(run_dir)), size_guidance={"scalars": 0})
+def read_runs(run_dirs: list[str | Path]) -> list[RunLog]:
+    """Every run the folders hold: a run folder is one run; a folder of several runs (a sweep's
+    LOG_ROOT) is each of them, and each of its run folders that failed before logging anything."""
+    runs = []
+    for run_dir in map(Path, run_dirs):
+        if not run_dir.is_dir():
+            raise UserError(f"{run_dir}: run folder not found")
+        folders = event_folders(run_dir)
+        if len(folders) == 1:
+            runs.append(read_run(run_dir, folders[0]))
+            continue
+        # Accelerate's tracker writes a run's events under <run folder>/tb.
+        run_folders = [folder.parent if folder.name == TB_PROJECT else folder for folder in folders]
+        sweep = [read_run(run, folder, name=str(run.relative_to(run_dir))) for run, folder in zip(run_folders, folders)]
+        failed = runs_without_events(run_dir, {run.name for run in sweep})
+        runs += sorted(sweep + [RunLog(name, {}, {}, status) for name, status in failed.items()], key=lambda run: run.name)
+    return runs
+
+
+def read_run(run_dir: Path, events: Path, name: str | None = None) -> RunLog:
+    """One run from the folder of its event files (`events`, in or under its run folder `run_dir`)."""
+    accumulator = EventAccumulator(str(events), size_guidance={"scalars": 0})
     accumulator.Reload()
     scalars = {}
     for tag in accumulator.Tags()["scalars"]:
-        events = accumulator.Scalars(tag)
-        scalars[tag] = (np.array([e.step for e in events]), np.array([e.value for e in events]))
+        values = accumulator.Scalars(tag)
+        scalars[tag] = (np.array([e.step for e in values]), np.array([e.value for e in values]))
     try:
         content = accumulator.PluginTagToContent(HPARAMS_PLUGIN)
     except KeyError:  # a run written without its HParams record
         content = {}
-    return RunLog(name=run_dir.name, settings=read_hparams(content), scalars=scalars)
+    status = run_status(run_dir, evaluated=FINAL.psnr in scalars)
+    return RunLog(name=name or run_dir.name, settings=read_hparams(content), scalars=scalars, status=status)
 
 
 def _run_rows(runs: list[RunLog], title: str) -> tuple[Figure, list]:
@@ -166,6 +191,7 @@ def markdown(runs: list[RunLog]) -> str:
     settings = hparam_labels()
     header = [
         "run",
+        "status",
         *settings.values(),
         "last logged step",
         "val PSNR per epoch (dB)",
@@ -177,18 +203,21 @@ def markdown(runs: list[RunLog]) -> str:
     for run in runs:
         best = run.last(VAL.best_psnr)
         steps = run.series(TRAIN.loss)[0]
-        cells = [run.name, *(_cell(run.settings.get(key)) for key in settings), _cell(int(steps[-1]) if len(steps) else None)]
+        cells = [run.name, run.status, *(_cell(run.settings.get(key)) for key in settings), _cell(int(steps[-1]) if len(steps) else None)]
         cells.append(", ".join(f"{epoch}: {psnr:.2f}" for epoch, psnr in zip(*run.series(VAL.psnr))) or "—")
         cells += [_cell(round(v, 2) if v is not None else None) for v in (run.last(FINAL.psnr), best, run.last(VAL.baseline_psnr))]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "avg PSNR: the best weights rolled out over the whole validation video from its first frame (frames 1..T-1).", ""]
+    points = comparison_markdown([run.result() for run in runs])
+    if points:
+        lines += ["## Grid points over seeds", "", "avg PSNR of every seed of each point: its mean and range.", "", points]
     for name, title in FIGURES.items():
         lines += [f"## {title}", "", f"![{title}]({name}.png)", ""]
     return "\n".join(lines)
 
 
 def write_report(run_dirs: list[str | Path], out_dir: str | Path) -> Path:
-    runs = [read_run(d) for d in run_dirs]
+    runs = read_runs(run_dirs)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     plot_loss_tfr(runs, out / "loss_tfr.png")
@@ -205,7 +234,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m cvae_dist.report",
         description="Draw the course report's figures (loss, teacher forcing, beta, PSNR) from runs' TensorBoard events, with a Markdown page.",
     )
-    parser.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders (their --save_root, or --logging_dir if set apart)")
+    parser.add_argument(
+        "runs",
+        nargs="+",
+        metavar="RUN_DIR",
+        help="run folders (their --save_root, or --logging_dir if set apart), or a sweep's LOG_ROOT for all of its runs",
+    )
     parser.add_argument("--out", required=True, type=output_folder, help="folder for the PNGs and report.md")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
     return parser

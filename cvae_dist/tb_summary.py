@@ -2,11 +2,15 @@
 
     python -m cvae_dist.tb_summary LOGROOT [--out DIR]
 
-Every folder under LOGROOT with event files is a run (as in `tensorboard --logdir LOGROOT`).
+Every folder under LOGROOT with event files is a run (as in `tensorboard --logdir LOGROOT`), and
+so is a run folder whose training wrote a failing exit status before it logged anything.
 Writes to DIR (default LOGROOT):
-  summary.csv          one row per run: every hparam, best and final validation PSNR, steps, epochs,
-                       wall time (first to last event, so a requeued run counts its time in the queue)
-  summary.md           the same as a Markdown table, with only the hparams that differ between runs
+  summary.csv          one row per run: every hparam, its status (done, failed, unfinished), best
+                       and final validation PSNR, steps, epochs, wall time (first to last event, so a
+                       requeued run counts its time in the queue)
+  summary.md           the same as a Markdown table, with only the hparams that differ between runs;
+                       for a sweep with seeds, one row per grid point too (mean and range over seeds)
+                       and which differences between points exceed that range (cvae_dist.comparison)
   psnr_per_frame.png   every run's PSNR per frame of the final evaluation
   loss.png             every run's training loss against the optimizer step
 """
@@ -24,11 +28,11 @@ from matplotlib.figure import Figure
 from tensorboard.backend.event_processing import event_multiplexer
 from tensorboard.plugins.hparams.metadata import PLUGIN_NAME as HPARAMS_PLUGIN
 
-from cvae_dist.config import is_bookkeeping
+from cvae_dist.comparison import RunResult, comparison_markdown, differing_settings, run_status, runs_without_events
 from cvae_dist.errors import ArgumentParser, UserError, output_folder, run_command
 from cvae_dist.tracking import EPOCH, FINAL, TB_PROJECT, TRAIN, VAL, read_hparams
 
-RESULT_COLUMNS = ("run", "best_val_psnr", "final_val_psnr", "steps", "epochs", "wall_time_s")
+RESULT_COLUMNS = ("run", "status", "best_val_psnr", "final_val_psnr", "steps", "epochs", "wall_time_s")
 
 
 @dataclass
@@ -37,17 +41,22 @@ class RunSummary:
 
     name: str
     hparams: dict[str, Any]
+    status: str
     best_val_psnr: float
     final_val_psnr: float
     steps: int
     epochs: int
     wall_time_s: float
-    psnr_per_frame: list[tuple[int, float]] = field(repr=False)
-    loss: list[tuple[int, float]] = field(repr=False)
+    baseline_psnr: float | None = None
+    psnr_per_frame: list[tuple[int, float]] = field(default_factory=list, repr=False)
+    loss: list[tuple[int, float]] = field(default_factory=list, repr=False)
 
     def row(self) -> dict[str, Any]:
         results = {k: getattr(self, k) for k in RESULT_COLUMNS[1:]}
         return {"run": self.name, **results, **self.hparams}
+
+    def result(self) -> RunResult:
+        return RunResult(self.name, self.hparams, self.final_val_psnr, self.baseline_psnr, self.status)
 
 
 def run_display_name(run: str) -> str:
@@ -76,29 +85,34 @@ def read_runs(logroot: Path) -> list[RunSummary]:
 
         val_psnr = series(VAL.psnr)
         final = series(FINAL.psnr)
+        baseline = series(FINAL.baseline_psnr)
         walls = [t for tag in scalars for t in times(tag)]
+        name = run_display_name(run)
         runs.append(
             RunSummary(
-                name=run_display_name(run),
+                name=name,
                 hparams=read_hparams(hparams_content.get(run, {})),
+                status=run_status(logroot / name, evaluated=bool(final)),
                 best_val_psnr=max((v for _, v in val_psnr), default=math.nan),
                 final_val_psnr=final[-1][1] if final else (val_psnr[-1][1] if val_psnr else math.nan),
                 steps=max((s for s, _ in series(TRAIN.loss)), default=0),
                 epochs=max((s for s, _ in series(EPOCH.loss)), default=0),
                 wall_time_s=round(max(walls) - multiplexer.FirstEventTimestamp(run), 1) if walls else math.nan,
+                baseline_psnr=baseline[-1][1] if baseline else None,
                 psnr_per_frame=series(FINAL.psnr_per_frame),
                 loss=series(TRAIN.loss),
             )
         )
+    failed = runs_without_events(logroot, {run.name for run in runs})
+    runs += [RunSummary(name, {}, status, math.nan, math.nan, 0, 0, math.nan) for name, status in failed.items()]
     if not runs:
         raise UserError(f"{logroot}: no TensorBoard event files under it")
-    return runs
+    return sorted(runs, key=lambda run: run.name)
 
 
 def varying_hparams(runs: list[RunSummary]) -> list[str]:
-    """The settings that differ between runs by design: bookkeeping ones (their folders) differ by construction; the CSV keeps them."""
-    names = dict.fromkeys(k for run in runs for k in run.hparams)
-    return [k for k in names if not is_bookkeeping(k) and len({repr(run.hparams.get(k)) for run in runs}) > 1]
+    """The settings that differ between runs by design (the CSV keeps them all)."""
+    return differing_settings([run.hparams for run in runs])
 
 
 def write_csv(runs: list[RunSummary], path: Path) -> None:
@@ -111,16 +125,21 @@ def write_csv(runs: list[RunSummary], path: Path) -> None:
 
 
 def markdown_table(runs: list[RunSummary]) -> str:
+    """One row per run; then, for a sweep with seeds, one per grid point and what differs beyond seed noise."""
     columns = [*RESULT_COLUMNS[:1], *varying_hparams(runs), *RESULT_COLUMNS[1:]]
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for run in runs:
         row = run.row()
         lines.append("| " + " | ".join(_cell(row.get(c, "")) for c in columns) + " |")
-    return "\n".join(lines) + "\n"
+    table = "\n".join(lines) + "\n"
+    points = comparison_markdown([run.result() for run in runs])
+    return f"{table}\nGrid points, final PSNR of the best weights over seeds:\n\n{points}" if points else table
 
 
 def _cell(value: Any) -> str:
-    return f"{value:.2f}" if isinstance(value, float) else str(value)
+    if isinstance(value, float):
+        return "—" if math.isnan(value) else f"{value:.2f}"
+    return str(value)
 
 
 def plot_curves(runs: list[RunSummary], attribute: str, xlabel: str, ylabel: str, title: str, path: Path) -> None:
@@ -132,7 +151,7 @@ def plot_curves(runs: list[RunSummary], attribute: str, xlabel: str, ylabel: str
             axes.plot([x for x, _ in points], [y for _, y in points], label=run.name, linewidth=1.2)
     axes.set(xlabel=xlabel, ylabel=ylabel, title=title)
     axes.grid(alpha=0.3)
-    if len(runs) <= 20:
+    if axes.get_legend_handles_labels()[0] and len(runs) <= 20:  # runs stopped before their final evaluation have no curve
         axes.legend(fontsize="small")
     figure.savefig(path, dpi=120)
 

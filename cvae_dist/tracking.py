@@ -31,7 +31,7 @@ class StepTags:
     the step under `train/`, and every epoch at the epoch count under `epoch/`."""
 
     loss: str
-    """The training loss: MSE + beta * KL (+ the weighted one-step MSE)."""
+    """The training loss: MSE + beta * KL."""
     mse: str
     """The reconstruction MSE, summed over frames."""
     kl: str
@@ -117,7 +117,12 @@ def read_hparams(tag_to_content: dict[str, bytes]) -> dict[str, Any]:
     if content is None:
         return {}
     session = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info
-    return {name: getattr(value, kind) for name, value in sorted(session.hparams.items()) if (kind := value.WhichOneof("kind"))}
+    return {name: _setting(getattr(value, kind)) for name, value in sorted(session.hparams.items()) if (kind := value.WhichOneof("kind"))}
+
+
+def _setting(value: Any) -> Any:
+    """HParams store every number as a float: give back a whole one (a seed, an epoch count) as an int."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 def frame_strip(rows: list[torch.Tensor], columns: int = 8, scale: int = 2) -> np.ndarray:

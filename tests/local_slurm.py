@@ -4,14 +4,20 @@ configured by a generated slurm.conf in a temporary folder, on ports nobody else
     with LocalSlurm(folder, cpus=4) as slurm:
         subprocess.run(["sbatch", "--wait", ...], env=slurm.env(base_env))
 
+Run as a script, it keeps one up until interrupted, for sweeps run by hand (docs/experiments.md):
+
+    python tests/local_slurm.py FOLDER [--cpus N]    # prints the SLURM_CONF to export
+
 Needs root (slurmd starts jobs as their user) and the packages `slurm-wlm` and `munge`, which
 `ensure_installed` installs with apt-get where they are missing.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -165,3 +171,25 @@ class LocalSlurm:
                     process.kill()
                     process.wait()
         self.processes.clear()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Run a one-node Slurm on this machine until interrupted.")
+    parser.add_argument("folder", type=Path, help="where its configuration, state and logs go")
+    parser.add_argument("--cpus", type=int, default=os.cpu_count(), help="CPUs the node offers (default: this machine's)")
+    args = parser.parse_args()
+    reason = unavailable_reason()
+    if reason:
+        raise SystemExit(f"error: {reason}")
+    args.folder.mkdir(parents=True, exist_ok=True)
+    with LocalSlurm(args.folder, cpus=args.cpus) as slurm:
+        print(f"export SLURM_CONF={slurm.conf}   # then sbatch, squeue; Ctrl-C stops the cluster", flush=True)
+        signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
+        try:
+            signal.pause()
+        except KeyboardInterrupt:
+            pass
+
+
+if __name__ == "__main__":
+    main()

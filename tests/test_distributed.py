@@ -16,7 +16,11 @@ from conftest import REPO, TINY_RUN, accelerate_launch, free_port, run_env
 # statistics, so its output does not depend on how a batch is split. A teacher-forcing coin per
 # optimizer step at ratio 0.5 (seed 0: 4 of the 8 steps) must be the same for every share of a step.
 RUN = [*TINY_RUN, "--num_epoch", "1", "--val_vi_len", "8", "--freeze_batchnorm", "--tfr", "0.5", "--tfr_coin", "batch"]
-TOLERANCE = 1e-5
+# Splitting a batch sums its gradients in another order; Adam divides each gradient by its running
+# RMS, so that rounding grows to a weight difference of 1.3e-5 after these 8 steps (measured, both
+# tests). A real mismatch is far larger: the same run with the coin drawn once per epoch instead of
+# per step ends 9.8e-3 away from the reference.
+TOLERANCE = 1e-4
 
 
 def final_weights(save_root: Path) -> dict:

@@ -13,7 +13,7 @@ from cvae_dist import report
 
 
 def test_read_run_sees_teacher_forcing_beta_and_settings(tiny_run):
-    run = report.read_run(tiny_run)
+    run = report.read_runs([tiny_run])[0]
     assert run.name == "teacher_forced_then_free"
     assert run.series("epoch/teacher_forcing")[1].tolist() == [1.0, 0.0]  # --tfr_sde 1 --tfr_d_step 1
     assert run.series("epoch/tfr")[1].tolist() == [1.0, 0.0]
@@ -47,7 +47,7 @@ def test_report_page_embeds_the_figures_and_tabulates_each_run(tiny_run, tmp_pat
 
 def test_loss_tfr_figure_shades_the_teacher_forced_epoch(tiny_run, tmp_path):
     path = tmp_path / "loss_tfr.png"
-    report.plot_loss_tfr([report.read_run(tiny_run)], path)
+    report.plot_loss_tfr(report.read_runs([tiny_run]), path)
     pixels = np.asarray(Image.open(path).convert("RGB")).astype(int)
     # The shade is matplotlib's tab:orange at alpha 0.35 over white.
     orange = np.array([255, 127, 14])

@@ -1,5 +1,5 @@
-"""A real Slurm on this machine: slurm/sweep.sh as an array job, tb_summary over its runs, the
-HParams dashboard as TensorBoard's own backend serves it, a sweep task preempted by SIGUSR1 that
+"""A real Slurm on this machine: slurm/sweep.sh as an array job (two points, two seeds each, and a
+task that fails), tb_summary and the report over its runs, the HParams dashboard as TensorBoard's own backend serves it, a sweep task preempted by SIGUSR1 that
 requeues itself and finishes, and slurm/multinode.sh with two tasks standing in for two nodes
 (gloo over loopback)."""
 
@@ -15,15 +15,17 @@ from pathlib import Path
 
 import pytest
 from tensorboard.backend.event_processing import data_provider, plugin_event_multiplexer
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.context import RequestContext
 from tensorboard.plugins import base_plugin
 from tensorboard.plugins.hparams import api_pb2, backend_context, list_session_groups
 
 from conftest import REPO, run_env
 from cvae_dist import checkpoint as ckpt
+from cvae_dist.sweep import load_grid, point_name
 from local_slurm import LocalSlurm, unavailable_reason
 
-TINY_GRID = """\
+TINY_BASE = """\
 base:
   preset: tiny
   train_vi_len: 8
@@ -33,9 +35,19 @@ base:
   lr_milestones: []
   log_every: 1
   num_epoch: 1
-grid:
-  kl_anneal_type: [Cyclical, Monotonic, Without]
 """
+# A miniature of the course's comparisons: two points with two seeds each, and a fifth task whose
+# training stops on an error before it logs anything (its validation video is too short).
+TINY_GRID = (
+    TINY_BASE
+    + """\
+grid:
+  - kl_anneal_type: [Monotonic, Without]
+    seed: [0, 1]
+  - kl_anneal_type: Without
+    val_vi_len: 100000
+"""
+)
 # The scripts ask for a GPU node's resources; a one-node CPU cluster grants none of them.
 CPU_RESOURCES = ["--gres=none", "--cpus-per-task=1"]
 
@@ -56,10 +68,11 @@ def slurm_env(slurm: LocalSlurm, **extra: str) -> dict[str, str]:
     return slurm.env({**env, "CVAE_DIST_DIR": str(REPO), **extra})
 
 
-def sbatch(slurm: LocalSlurm, args: list[str], cwd: Path, **extra: str) -> subprocess.CompletedProcess:
+def sbatch(slurm: LocalSlurm, args: list[str], cwd: Path, status: int = 0, **extra: str) -> subprocess.CompletedProcess:
+    """Submit and wait; `status` is what `sbatch --wait` should exit with: the highest of the job's tasks."""
     result = subprocess.run(["sbatch", "--wait", *args], cwd=cwd, env=slurm_env(slurm, **extra), capture_output=True, text=True, timeout=1200)
     outputs = "\n".join(f"--- {p.name}\n{p.read_text()[-4000:]}" for p in sorted(cwd.glob("slurm-*.out")))
-    assert result.returncode == 0, f"{result.stdout}{result.stderr}\n{outputs}\n{slurm.logs()}"
+    assert result.returncode == status, f"{result.stdout}{result.stderr}\n{outputs}\n{slurm.logs()}"
     return result
 
 
@@ -72,29 +85,70 @@ def sweep(slurm, dataset_root, tmp_path_factory):
     started = time.perf_counter()
     sbatch(
         slurm,
-        ["--array=0-2", *CPU_RESOURCES, str(REPO / "slurm" / "sweep.sh"), str(grid), "--DR", str(dataset_root)],
+        ["--array=0-4", *CPU_RESOURCES, str(REPO / "slurm" / "sweep.sh"), str(grid), "--DR", str(dataset_root)],
         cwd=folder,
+        status=2,  # the failing task's
         LOG_ROOT=str(log_root),
     )
-    print(f"slurm sweep of 3 tiny runs: {time.perf_counter() - started:.1f} s")
+    print(f"slurm sweep of 5 tiny runs: {time.perf_counter() - started:.1f} s")
     return folder, log_root
+
+
+POINTS = [("Monotonic", 0), ("Monotonic", 1), ("Without", 0), ("Without", 1)]
 
 
 def test_sweep_trains_every_point_in_its_own_run_folder(sweep):
     folder, log_root = sweep
     runs = sorted(p.name for p in log_root.iterdir())
-    assert runs == ["000_kl_anneal_type-Cyclical", "001_kl_anneal_type-Monotonic", "002_kl_anneal_type-Without"]
-    for run in runs:
+    points = load_grid(folder / "grid.yaml")
+    assert runs == [point_name(points, i) for i in range(5)]
+    assert runs[0] == "000_val_vi_len-8_kl_anneal_type-Monotonic_seed-0" and "val_vi_len-100000" in runs[-1]
+    for run, (kl, seed) in zip(runs, POINTS):
         assert (log_root / run / "checkpoints" / "checkpoint-8" / "model.safetensors").is_file(), run
         assert list((log_root / run / "tb").glob("events.out.tfevents.*")), run
-        assert f"kl_anneal_type: {run.split('-')[-1]}" in (log_root / run / "config.yaml").read_text()
+        config = (log_root / run / "config.yaml").read_text()
+        assert f"kl_anneal_type: {kl}" in config and f"seed: {seed}" in config
+        assert (log_root / run / "exit_status").read_text() == "0\n"
+    assert (log_root / runs[-1] / "exit_status").read_text() == "2\n"
     logs = sorted(folder.glob("slurm-*_*.out"))
-    assert len(logs) == 3
+    assert len(logs) == 5
     ports = {line.split()[-1] for log in logs for line in log.read_text().splitlines() if line.startswith("rendezvous port")}
-    assert len(ports) == 3
+    assert len(ports) == 5
 
 
-def test_tb_summary_lists_one_row_per_run(sweep, tmp_path):
+def final_psnr(run: Path) -> float:
+    """The run's final average PSNR as its own event file holds it, read with TensorBoard's reader."""
+    accumulator = EventAccumulator(str(run / "tb"))
+    accumulator.Reload()
+    return accumulator.Scalars("final/psnr")[-1].value
+
+
+def table(text: str, first_column: str) -> list[dict[str, str]]:
+    """The rows of the Markdown table in `text` whose header starts with `first_column`."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"| {first_column} |"))
+    header = [cell.strip() for cell in lines[start].strip("|").split("|")]
+    rows = []
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        rows.append(dict(zip(header, (cell.strip() for cell in line.strip("|").split("|")))))
+    return rows
+
+
+def check_points(rows: list[dict[str, str]], log_root: Path) -> None:
+    """Each grid point's row: two seeds done, their mean and range as the event files hold them."""
+    runs = sorted(log_root.iterdir())[:4]  # the fifth failed
+    assert [row["KL annealing"] for row in rows] == ["Monotonic", "Without"]
+    for row, pair in zip(rows, (runs[:2], runs[2:])):
+        scores = [final_psnr(run) for run in pair]
+        assert row["seeds done"] == "2 of 2"
+        assert float(row["mean PSNR (dB)"]) == pytest.approx(sum(scores) / 2, abs=0.006)
+        assert row["range (dB)"] == f"{min(scores):.2f} to {max(scores):.2f}"
+        assert row["per seed"] == f"seed 0: {scores[0]:.2f}; seed 1: {scores[1]:.2f}"
+
+
+def test_tb_summary_lists_every_run_and_each_grid_point_over_its_seeds(sweep, tmp_path):
     _, log_root = sweep
     result = subprocess.run(
         [sys.executable, "-m", "cvae_dist.tb_summary", str(log_root), "--out", str(tmp_path)],
@@ -106,14 +160,36 @@ def test_tb_summary_lists_one_row_per_run(sweep, tmp_path):
     assert result.returncode == 0, result.stderr
     with (tmp_path / "summary.csv").open() as handle:
         rows = list(csv.DictReader(handle))
-    assert [r["kl_anneal_type"] for r in rows] == ["Cyclical", "Monotonic", "Without"]
-    for row in rows:
+    assert [(r["kl_anneal_type"], r["seed"]) for r in rows[:4]] == [(kl, str(seed)) for kl, seed in POINTS]
+    assert [r["status"] for r in rows] == ["done"] * 4 + ["failed (exit 2)"]
+    for row, run in zip(rows[:4], sorted(log_root.iterdir())):
         assert int(row["steps"]) == 8 and int(row["epochs"]) == 1
-        assert 5 < float(row["best_val_psnr"]) < 60 and 5 < float(row["final_val_psnr"]) < 60
+        assert float(row["final_val_psnr"]) == pytest.approx(final_psnr(run), abs=1e-4)
         assert float(row["wall_time_s"]) > 0
-    table = (tmp_path / "summary.md").read_text().splitlines()
-    assert table[0].startswith("| run | kl_anneal_type |") and len(table) == 2 + 3
+    summary = (tmp_path / "summary.md").read_text()
+    assert summary == result.stdout[: len(summary)]
+    assert [row["status"] for row in table(summary, "run")] == ["done"] * 4 + ["failed (exit 2)"]
+    check_points(table(summary, "KL annealing"), log_root)
+    assert re.search(r"beats .* every seed|within (seed )?noise", summary)
     assert (tmp_path / "psnr_per_frame.png").stat().st_size > 10_000 and (tmp_path / "loss.png").stat().st_size > 10_000
+
+
+def test_report_of_the_sweep_marks_the_failed_task_and_compares_the_points(sweep, tmp_path):
+    _, log_root = sweep
+    result = subprocess.run(
+        [sys.executable, "-m", "cvae_dist.report", str(log_root), "--out", str(tmp_path)],
+        env=run_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    page = (tmp_path / "report.md").read_text()
+    runs = table(page, "run")
+    assert [row["run"] for row in runs] == sorted(p.name for p in log_root.iterdir())
+    assert [row["status"] for row in runs] == ["done"] * 4 + ["failed (exit 2)"]
+    check_points(table(page, "KL annealing"), log_root)
+    assert (tmp_path / "val_psnr.png").stat().st_size > 10_000
 
 
 def test_hparams_dashboard_lists_every_run_with_its_metrics(sweep):
@@ -128,12 +204,14 @@ def test_hparams_dashboard_lists_every_run_with_its_metrics(sweep):
     request = api_pb2.ListSessionGroupsRequest(start_index=0, slice_size=100, include_metrics=True, allowed_statuses=statuses)
     response = list_session_groups.Handler(RequestContext(), context, "", request).run()
     groups = {g.name: g for g in response.session_groups}
-    assert sorted(groups) == sorted(f"{run.name}/tb" for run in log_root.iterdir())
-    for name, group in groups.items():
-        assert group.hparams["kl_anneal_type"].string_value == name.split("-")[-1].split("/")[0]
+    logged = sorted(run for run in log_root.iterdir() if (run / "tb").is_dir())  # the failed task logged nothing
+    assert sorted(groups) == [f"{run.name}/tb" for run in logged]
+    for run, (kl, seed) in zip(logged, POINTS, strict=True):
+        group = groups[f"{run.name}/tb"]
+        assert group.hparams["kl_anneal_type"].string_value == kl and group.hparams["seed"].number_value == seed
         metrics = {m.name.tag: m.value for m in group.metric_values}
-        assert {"val/psnr", "val/best_psnr", "final/psnr"} <= set(metrics), name
-        assert 5 < metrics["final/psnr"] < 60
+        assert {"val/psnr", "val/best_psnr", "final/psnr"} <= set(metrics), run.name
+        assert metrics["final/psnr"] == pytest.approx(final_psnr(run))
 
 
 def test_summary_of_a_folder_without_events_is_one_line(tmp_path):
@@ -164,7 +242,7 @@ def wait_for_job(slurm: LocalSlurm, job: str, log: Path, ready, what: str, timeo
 def test_a_sweep_task_signalled_to_stop_checkpoints_requeues_itself_and_finishes(slurm, dataset_root, tmp_path):
     grid = tmp_path / "grid.yaml"
     # One epoch of 16 windows in batches of 1: 16 steps.
-    grid.write_text(TINY_GRID.replace("batch_size: 2", "batch_size: 1").replace("[Cyclical, Monotonic, Without]", "[Without]"))
+    grid.write_text(TINY_BASE.replace("batch_size: 2", "batch_size: 1") + "grid:\n  kl_anneal_type: [Without]\n")
     run = tmp_path / "runs" / "000"  # a one-point grid has no settings that set its points apart
     submitted = subprocess.run(
         ["sbatch", "--parsable", "--array=0", *CPU_RESOURCES, str(REPO / "slurm" / "sweep.sh"), str(grid), "--DR", str(dataset_root)],

@@ -6,11 +6,13 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 
 from conftest import REPO, run_env
 from cvae_dist.config import parse_args, resolve
 from cvae_dist.errors import UserError
 from cvae_dist.sweep import load_grid, point_flags, point_name
+from cvae_dist.train import DEMO_CONFIG
 
 GRIDS = sorted((REPO / "slurm" / "grids").glob("*.yaml"))
 
@@ -30,6 +32,21 @@ def test_flags_of_every_point_give_back_that_point(grid):
         assert parse_args(point_flags(point)) == resolve({k: (v, "grid") for k, v in point.items()})
     names = [point_name(points, i) for i in range(len(points))]
     assert len(set(names)) == len(points) and all(n[:3].isdigit() for n in names)
+
+
+@pytest.mark.parametrize("name", ["cpu_kl_annealing.yaml", "cpu_teacher_forcing.yaml"])
+def test_cpu_grids_vary_one_method_of_the_demo_recipe_with_two_seeds_per_point(name):
+    demo = yaml.safe_load(DEMO_CONFIG.read_text())
+    points = load_grid(REPO / "slurm" / "grids" / name)
+    varied = {k for p in points for k in p if len({repr(q.get(k)) for q in points}) > 1} - {"seed"}
+    assert varied <= {"kl_anneal_type", "kl_anneal_unit", "kl_anneal_cycle", "kl_anneal_ratio", "tfr", "tfr_sde", "tfr_d_step", "tfr_coin"}
+    for point in points:
+        assert {k: point[k] for k in demo.keys() - varied - {"save_root"}} == {k: demo[k] for k in demo.keys() - varied - {"save_root"}}
+        assert point["partial"] == 0.5  # half the demo's steps: the 18 runs fit in the time of 9 demos
+    seeds = {}
+    for point in points:
+        seeds.setdefault(repr({k: v for k, v in point.items() if k != "seed"}), set()).add(point["seed"])
+    assert all(found == {0, 1} for found in seeds.values())
 
 
 def test_product_of_a_mapping_and_concatenation_of_a_list(tmp_path):

@@ -1,0 +1,82 @@
+"""A sweep's runs grouped by grid point: spread over seeds, the differences beyond it, run status."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch.utils.tensorboard import SummaryWriter
+
+from cvae_dist import tb_summary
+from cvae_dist.comparison import DONE, UNFINISHED, RunResult, findings, group_points, run_status, separated_pairs
+from cvae_dist.tracking import FINAL, TRAIN, VAL, write_hparams
+
+
+def result(kl: str, seed: int, psnr: float | None, status: str = DONE) -> RunResult:
+    return RunResult(f"{kl}-{seed}", {"kl_anneal_type": kl, "seed": seed, "save_root": f"runs/{kl}-{seed}"}, psnr, 18.0, status)
+
+
+def test_points_group_seeds_and_only_ranges_that_do_not_overlap_count():
+    runs = [
+        result("Cyclical", 0, 30.0),
+        result("Cyclical", 1, 31.0),
+        result("Monotonic", 0, 28.0),
+        result("Monotonic", 1, 29.0),
+        result("Without", 0, 29.5),
+        result("Without", 1, 32.5),
+        result("Never", 0, 33.0),
+        result("Never", 1, None, "failed (exit 1)"),
+    ]
+    points = group_points(runs)
+    assert [p.settings for p in points] == [{"kl_anneal_type": kl} for kl in ("Cyclical", "Monotonic", "Without", "Never")]
+    assert [p.scores for p in points] == [[30.0, 31.0], [28.0, 29.0], [29.5, 32.5], [33.0]]
+    # Largest difference first; Cyclical and Without overlap (30-31 within 29.5-32.5).
+    assert [(a.settings["kl_anneal_type"], b.settings["kl_anneal_type"]) for a, b in separated_pairs(points)] == [
+        ("Without", "Monotonic"),
+        ("Cyclical", "Monotonic"),
+    ]
+    lines = findings(points)
+    assert lines[0] == (
+        "KL annealing Without beats KL annealing Monotonic by 2.50 dB: every seed of it scores above every seed "
+        "of the other (29.50 to 32.50 against 28.00 to 29.00 dB)."
+    )
+    assert lines[1].startswith("KL annealing Cyclical beats KL annealing Monotonic by 2.00 dB")
+    assert lines[2] == "The other 1 of the 3 pairs of points overlap: their differences are within seed noise."
+    assert lines[3] == "Not compared, fewer than 2 seeds done: KL annealing Never."
+
+
+def test_points_within_noise_say_so():
+    points = group_points([result("Cyclical", 0, 30.0), result("Cyclical", 1, 31.0), result("Without", 0, 30.5), result("Without", 1, 30.6)])
+    assert findings(points) == ["No difference between the 2 points exceeds the spread of their seeds: within noise at this budget."]
+
+
+def test_status_comes_from_the_final_evaluation_or_the_exit_status_training_wrote(tmp_path):
+    assert run_status(tmp_path, evaluated=True) == DONE
+    assert run_status(tmp_path, evaluated=False) == UNFINISHED  # running, or killed before writing one
+    for written, status in [("1\n", "failed (exit 1)"), ("75\n", UNFINISHED), ("0\n", UNFINISHED)]:
+        (tmp_path / "exit_status").write_text(written)
+        assert run_status(tmp_path, evaluated=False) == status
+
+
+def log_run(folder: Path, kl: str, seed: int, final_psnr: float | None) -> None:
+    """A run's events as training writes them: its settings, a loss, and its final evaluation if it got that far."""
+    writer = SummaryWriter(str(folder / "tb"))
+    write_hparams(writer, {"kl_anneal_type": kl, "seed": seed})
+    writer.add_scalar(TRAIN.loss, 0.5, 1)
+    writer.add_scalar(VAL.psnr, 20.0, 1)
+    if final_psnr is not None:
+        writer.add_scalar(FINAL.psnr, final_psnr, 1)
+        writer.add_scalar(FINAL.baseline_psnr, 18.0, 1)
+    writer.close()
+
+
+def test_summary_marks_a_run_still_training_and_still_compares_the_rest(tmp_path):
+    log_root = tmp_path / "runs"
+    log_run(log_root / "000_Cyclical_seed-0", "Cyclical", 0, 30.0)
+    log_run(log_root / "001_Cyclical_seed-1", "Cyclical", 1, 31.0)
+    log_run(log_root / "002_Without_seed-0", "Without", 0, None)
+    runs = tb_summary.summarize(log_root, tmp_path / "summary")
+    assert [run.status for run in runs] == [DONE, DONE, UNFINISHED]
+    page = (tmp_path / "summary" / "summary.md").read_text()
+    assert "| Cyclical | 2 of 2 | 30.50 | 30.00 to 31.00 | seed 0: 30.00; seed 1: 31.00 | 18.00 |" in page
+    assert "| Without | 0 of 1 | — | — | seed 0: unfinished | — |" in page
+    assert "- Not compared, fewer than 2 seeds done: KL annealing Without." in page
