@@ -180,31 +180,18 @@ def plot_psnr(evaluation: Evaluation, path: Path, title: str = "PSNR per frame")
     if evaluation.samples > 1:
         best = evaluation.averages()["best_psnr"]
         axes.plot(frames, evaluation.best_psnr[1:].numpy(), label=f"best of {evaluation.samples} (avg {best:.2f} dB)", linewidth=1.0)
-    axes.plot(
-        frames,
-        evaluation.one_step_psnr[1:].numpy(),
-        label=f"one step ahead (avg {evaluation.one_step_average:.2f} dB)",
-        linewidth=0.8,
-        color="tab:green",
-        alpha=0.8,
-    )
-    axes.plot(
-        frames,
-        evaluation.copy_previous_psnr[1:].numpy(),
-        label=f"copy previous frame (avg {evaluation.copy_previous_average:.2f} dB)",
-        linewidth=0.8,
-        linestyle=":",
-        color="black",
-        alpha=0.7,
-    )
-    axes.plot(
-        frames,
-        evaluation.baseline_psnr[1:].numpy(),
-        label=f"copy first frame (avg {evaluation.baseline_average:.2f} dB)",
-        linewidth=1.0,
-        linestyle="--",
-        color="grey",
-    )
+    references = [
+        ("one step ahead", evaluation.one_step_psnr, evaluation.one_step_average, dict(linewidth=0.8, color="tab:green", alpha=0.8)),
+        (
+            "copy previous frame",
+            evaluation.copy_previous_psnr,
+            evaluation.copy_previous_average,
+            dict(linewidth=0.8, linestyle=":", color="black", alpha=0.7),
+        ),
+        ("copy first frame", evaluation.baseline_psnr, evaluation.baseline_average, dict(linewidth=1.0, linestyle="--", color="grey")),
+    ]
+    for name, psnr, average, style in references:
+        axes.plot(frames, psnr[1:].numpy(), label=f"{name} (avg {average:.2f} dB)", **style)
     axes.set(xlabel="frame", ylabel="PSNR (dB)", title=title, xlim=(1, len(evaluation.psnr) - 1))
     axes.grid(alpha=0.3)
     axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small")
