@@ -23,6 +23,7 @@ DONE = "done"
 UNFINISHED = "unfinished"
 # Written by cvae_dist/train.py into the run folder when slurm/common.sh asks for it.
 STATUS_FILE = "exit_status"
+LINE_STYLES = ("-", "--", ":", "-.")
 
 
 def run_status(run_folder: Path, evaluated: bool) -> str:
@@ -94,6 +95,27 @@ def differing_settings(settings: list[dict[str, Any]], skip: tuple[str, ...] = (
     order = {name: i for i, name in enumerate(options())}
     names = sorted(dict.fromkeys(k for one in settings for k in one), key=lambda k: order.get(k, len(order)))
     return [k for k in names if k not in skip and not is_bookkeeping(k) and len({repr(one.get(k)) for one in settings}) > 1]
+
+
+def figure_labels(settings: list[dict[str, Any]], names: list[str]) -> list[str]:
+    """Each run's label in a figure: the settings that set it apart from the others, such as
+    'KL annealing Cyclical, seed 1', or its name where none do."""
+    keys, labels = differing_settings(settings), hparam_labels()
+    return [", ".join(f"{labels.get(k, k)} {one[k]}" for k in keys if k in one) or name for one, name in zip(settings, names)]
+
+
+def figure_styles(settings: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """Matplotlib styles for each run's curve: one colour per grid point, one line style per seed
+    within it, so that a sweep's figure reads by point."""
+    keys = differing_settings(settings, skip=(SEED,))
+    points = [repr([one.get(k) for k in keys]) for one in settings]
+    colours = {point: f"C{i % 10}" for i, point in enumerate(dict.fromkeys(points))}
+    seen: dict[str, int] = {}
+    styles = []
+    for point in points:
+        repeat = seen[point] = seen.get(point, -1) + 1
+        styles.append({"color": colours[point], "linestyle": LINE_STYLES[repeat % len(LINE_STYLES)]})
+    return styles
 
 
 def group_points(runs: list[RunResult]) -> list[Point]:

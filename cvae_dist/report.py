@@ -21,7 +21,7 @@ record its training wrote into the same event file.
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ from matplotlib.ticker import MaxNLocator
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams.metadata import PLUGIN_NAME as HPARAMS_PLUGIN
 
-from cvae_dist.comparison import RunResult, comparison_markdown, run_status, runs_without_events
+from cvae_dist.comparison import RunResult, comparison_markdown, figure_labels, figure_styles, run_status, runs_without_events
 from cvae_dist.config import hparam_labels
 from cvae_dist.errors import ArgumentParser, UserError, output_folder, run_command
 from cvae_dist.tracking import EPOCH, FINAL, TB_PROJECT, TRAIN, VAL, read_hparams
@@ -53,6 +53,10 @@ class RunLog:
     settings: dict[str, Any]
     scalars: dict[str, tuple[np.ndarray, np.ndarray]]
     status: str
+    label: str = ""
+    """How figures name the run (comparison.figure_labels); its name where empty."""
+    style: dict[str, str] = field(default_factory=dict)
+    """Its curve's colour and line style in figures of several runs (comparison.figure_styles)."""
 
     def series(self, tag: str) -> tuple[np.ndarray, np.ndarray]:
         """(steps, values) of a scalar tag; empty arrays where the run never logged it."""
@@ -124,7 +128,7 @@ def plot_loss_tfr(runs: list[RunLog], path: Path) -> None:
             if forced > 0:
                 axes.axvspan(epoch - 0.5, epoch + 0.5, color="tab:orange", alpha=0.35 * forced, linewidth=0)
         axes.plot(epochs, loss, marker="o", color="tab:blue", label="loss")
-        axes.set(ylabel="loss", title=run.name)
+        axes.set(ylabel="loss", title=run.label or run.name)
         axes.set_yscale("log")
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         ratio = axes.twinx()
@@ -141,7 +145,7 @@ def plot_loss_beta(runs: list[RunLog], path: Path) -> None:
     figure, rows = _run_rows(runs, FIGURES["loss_beta"])
     for axes, run in zip(rows, runs):
         axes.plot(*run.series(TRAIN.loss), color="tab:blue", linewidth=1.0, label="loss")
-        axes.set(ylabel="loss", title=run.name)
+        axes.set(ylabel="loss", title=run.label or run.name)
         axes.set_yscale("log")
         beta = axes.twinx()
         beta.plot(*run.series(TRAIN.beta), color="tab:red", linewidth=1.2, label="beta")
@@ -152,30 +156,31 @@ def plot_loss_beta(runs: list[RunLog], path: Path) -> None:
 
 
 def plot_val_psnr(runs: list[RunLog], path: Path) -> None:
-    figure = Figure(figsize=(8, 4), layout="constrained")
+    figure = Figure(figsize=(11, 4.5), layout="constrained")
     axes = figure.subplots()
     for run in runs:
-        axes.plot(*run.series(VAL.psnr), marker="o", label=run.name)
+        axes.plot(*run.series(VAL.psnr), marker="o", label=run.label or run.name, **run.style)
     baseline = next((run.series(VAL.baseline_psnr) for run in runs if len(run.series(VAL.baseline_psnr)[0])), None)
     if baseline is not None:
         axes.axhline(baseline[1][-1], color="grey", linestyle="--", label="copy first frame")
     axes.set(xlabel="epoch", ylabel="average PSNR (dB)", title=FIGURES["val_psnr"])
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.grid(alpha=0.3)
-    axes.legend(fontsize="small")
+    axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1))
     figure.savefig(path, dpi=110)
 
 
 def plot_psnr_per_frame(runs: list[RunLog], path: Path) -> None:
-    figure = Figure(figsize=(9, 4), layout="constrained")
+    figure = Figure(figsize=(12, 4.5), layout="constrained")
     axes = figure.subplots()
     for run in runs:
         frames, psnr = run.series(FINAL.psnr_per_frame)
         if len(frames):
-            axes.plot(frames, psnr, linewidth=1.0, label=f"{run.name} (avg {psnr.mean():.2f} dB)")
+            axes.plot(frames, psnr, linewidth=1.0, label=f"{run.label or run.name} (avg {psnr.mean():.2f} dB)", **run.style)
     axes.set(xlabel="frame", ylabel="PSNR (dB)", title=FIGURES["psnr_per_frame"])
     axes.grid(alpha=0.3)
     if axes.get_legend_handles_labels()[0]:  # runs stopped before their final evaluation have no curve
-        axes.legend(fontsize="small")
+        axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1))
     figure.savefig(path, dpi=110)
 
 
@@ -218,6 +223,9 @@ def markdown(runs: list[RunLog]) -> str:
 
 def write_report(run_dirs: list[str | Path], out_dir: str | Path) -> Path:
     runs = read_runs(run_dirs)
+    settings = [run.settings for run in runs]
+    for run, label, style in zip(runs, figure_labels(settings, [run.name for run in runs]), figure_styles(settings)):
+        run.label, run.style = label, style
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     plot_loss_tfr(runs, out / "loss_tfr.png")

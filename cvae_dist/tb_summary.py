@@ -28,7 +28,7 @@ from matplotlib.figure import Figure
 from tensorboard.backend.event_processing import event_multiplexer
 from tensorboard.plugins.hparams.metadata import PLUGIN_NAME as HPARAMS_PLUGIN
 
-from cvae_dist.comparison import RunResult, comparison_markdown, differing_settings, run_status, runs_without_events
+from cvae_dist.comparison import RunResult, comparison_markdown, differing_settings, figure_labels, figure_styles, run_status, runs_without_events
 from cvae_dist.errors import ArgumentParser, UserError, output_folder, run_command
 from cvae_dist.tracking import EPOCH, FINAL, TB_PROJECT, TRAIN, VAL, read_hparams
 
@@ -143,16 +143,17 @@ def _cell(value: Any) -> str:
 
 
 def plot_curves(runs: list[RunSummary], attribute: str, xlabel: str, ylabel: str, title: str, path: Path) -> None:
-    figure = Figure(figsize=(9, 5), layout="constrained")
+    figure = Figure(figsize=(12, 5), layout="constrained")
     axes = figure.add_subplot()
-    for run in runs:
+    settings = [run.hparams for run in runs]
+    for run, label, style in zip(runs, figure_labels(settings, [run.name for run in runs]), figure_styles(settings)):
         points = getattr(run, attribute)
         if points:
-            axes.plot([x for x, _ in points], [y for _, y in points], label=run.name, linewidth=1.2)
+            axes.plot([x for x, _ in points], [y for _, y in points], label=label, linewidth=1.2, **style)
     axes.set(xlabel=xlabel, ylabel=ylabel, title=title)
     axes.grid(alpha=0.3)
     if axes.get_legend_handles_labels()[0] and len(runs) <= 20:  # runs stopped before their final evaluation have no curve
-        axes.legend(fontsize="small")
+        axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1))
     figure.savefig(path, dpi=120)
 
 
