@@ -7,7 +7,7 @@ from pathlib import Path
 from torch.utils.tensorboard import SummaryWriter
 
 from cvae_dist import tb_summary
-from cvae_dist.comparison import DONE, UNFINISHED, RunResult, findings, group_points, run_status, separated_pairs
+from cvae_dist.comparison import DONE, UNFINISHED, RunResult, figure_labels, figure_styles, findings, group_points, run_status, separated_pairs
 from cvae_dist.tracking import FINAL, TRAIN, VAL, write_hparams
 
 
@@ -80,3 +80,17 @@ def test_summary_marks_a_run_still_training_and_still_compares_the_rest(tmp_path
     assert "| Cyclical | 2 of 2 | 30.50 | 30.00 to 31.00 | seed 0: 30.00; seed 1: 31.00 | 18.00 |" in page
     assert "| Without | 0 of 1 | — | — | seed 0: unfinished | — |" in page
     assert "- Not compared, fewer than 2 seeds done: KL annealing Without." in page
+
+
+def test_figures_name_runs_by_what_sets_them_apart_and_colour_them_by_point():
+    settings = [{"kl_anneal_type": kl, "seed": seed, "lr": 0.002} for kl in ("Cyclical", "Without") for seed in (0, 1)]
+    assert figure_labels(settings, ["a", "b", "c", "d"]) == [
+        "KL annealing Cyclical, seed 0",
+        "KL annealing Cyclical, seed 1",
+        "KL annealing Without, seed 0",
+        "KL annealing Without, seed 1",
+    ]
+    styles = figure_styles(settings)
+    assert [s["color"] for s in styles] == ["C0", "C0", "C1", "C1"]
+    assert [s["linestyle"] for s in styles] == ["-", "--", "-", "--"]
+    assert figure_labels([{"lr": 0.002}], ["only"]) == ["only"]
