@@ -42,7 +42,6 @@ def test_cpu_grids_vary_one_method_of_the_demo_recipe_with_two_seeds_per_point(n
     assert varied <= {"kl_anneal_type", "kl_anneal_unit", "kl_anneal_cycle", "kl_anneal_ratio", "tfr", "tfr_sde", "tfr_d_step", "tfr_coin"}
     for point in points:
         assert {k: point[k] for k in demo.keys() - varied - {"save_root"}} == {k: demo[k] for k in demo.keys() - varied - {"save_root"}}
-        assert point["partial"] == 0.5  # half the demo's steps: the 18 runs fit in the time of 9 demos
     seeds = {}
     for point in points:
         seeds.setdefault(repr({k: v for k, v in point.items() if k != "seed"}), set()).add(point["seed"])
