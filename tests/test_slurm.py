@@ -148,16 +148,18 @@ def check_points(rows: list[dict[str, str]], log_root: Path) -> None:
         assert row["per seed"] == f"seed 0: {scores[0]:.2f}; seed 1: {scores[1]:.2f}"
 
 
-def test_tb_summary_lists_every_run_and_each_grid_point_over_its_seeds(sweep, tmp_path):
-    _, log_root = sweep
+def summarise(module: str, log_root: Path, out: Path) -> subprocess.CompletedProcess:
+    """`python -m cvae_dist.<module> LOG_ROOT --out OUT`, as a user runs it after a sweep; it must succeed."""
     result = subprocess.run(
-        [sys.executable, "-m", "cvae_dist.tb_summary", str(log_root), "--out", str(tmp_path)],
-        env=run_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
+        [sys.executable, "-m", f"cvae_dist.{module}", str(log_root), "--out", str(out)], env=run_env(), capture_output=True, text=True, timeout=600
     )
     assert result.returncode == 0, result.stderr
+    return result
+
+
+def test_tb_summary_lists_every_run_and_each_grid_point_over_its_seeds(sweep, tmp_path):
+    _, log_root = sweep
+    result = summarise("tb_summary", log_root, tmp_path)
     with (tmp_path / "summary.csv").open() as handle:
         rows = list(csv.DictReader(handle))
     assert [(r["kl_anneal_type"], r["seed"]) for r in rows[:4]] == [(kl, str(seed)) for kl, seed in POINTS]
@@ -176,14 +178,7 @@ def test_tb_summary_lists_every_run_and_each_grid_point_over_its_seeds(sweep, tm
 
 def test_report_of_the_sweep_marks_the_failed_task_and_compares_the_points(sweep, tmp_path):
     _, log_root = sweep
-    result = subprocess.run(
-        [sys.executable, "-m", "cvae_dist.report", str(log_root), "--out", str(tmp_path)],
-        env=run_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr
+    summarise("report", log_root, tmp_path)
     page = (tmp_path / "report.md").read_text()
     runs = table(page, "run")
     assert [row["run"] for row in runs] == sorted(p.name for p in log_root.iterdir())
