@@ -9,13 +9,14 @@ every seed of the other. `python -m cvae_dist.tb_summary` and `python -m cvae_di
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import combinations
 from pathlib import Path
 from statistics import fmean
 from typing import Any
 
 from cvae_dist.config import hparam_labels, is_bookkeeping, options
+from cvae_dist.schedules import inert_settings
 from cvae_dist.train import EXIT_REQUEUE
 
 SEED = "seed"
@@ -24,6 +25,10 @@ UNFINISHED = "unfinished"
 # Written by cvae_dist/train.py into the run folder when slurm/common.sh asks for it.
 STATUS_FILE = "exit_status"
 LINE_STYLES = ("-", "--", ":", "-.")
+INERT_NOTE = (
+    "A dash for a setting: it cannot change that point's runs (the cycles of a Monotonic schedule, or the decay of a "
+    "teacher-forcing ratio that stays the same over the run's epochs)."
+)
 
 
 def run_status(run_folder: Path, evaluated: bool) -> str:
@@ -66,6 +71,8 @@ class Point:
     settings: dict[str, Any]
     """The settings that set this point apart from the others, in the sweep's order."""
     runs: list[RunResult]
+    inert: set[str] = field(default_factory=set)
+    """Those of `settings` that cannot change this point's runs (schedules.inert_settings)."""
 
     @property
     def scores(self) -> list[float]:
@@ -86,7 +93,7 @@ class Point:
     @property
     def label(self) -> str:
         labels = hparam_labels()
-        return ", ".join(f"{labels.get(k, k)} {v}" for k, v in self.settings.items()) or "the only point"
+        return ", ".join(f"{labels.get(k, k)} {v}" for k, v in self.settings.items() if k not in self.inert) or "the only point"
 
 
 def differing_settings(settings: list[dict[str, Any]], skip: tuple[str, ...] = ()) -> list[str]:
@@ -98,10 +105,13 @@ def differing_settings(settings: list[dict[str, Any]], skip: tuple[str, ...] = (
 
 
 def figure_labels(settings: list[dict[str, Any]], names: list[str]) -> list[str]:
-    """Each run's label in a figure: the settings that set it apart from the others, such as
-    'KL annealing Cyclical, seed 1', or its name where none do."""
+    """Each run's label in a figure: the settings that set it apart from the others and can change
+    it, such as 'KL annealing Cyclical, seed 1', or its name where none do."""
     keys, labels = differing_settings(settings), hparam_labels()
-    return [", ".join(f"{labels.get(k, k)} {one[k]}" for k in keys if k in one) or name for one, name in zip(settings, names)]
+    return [
+        ", ".join(f"{labels.get(k, k)} {one[k]}" for k in keys if k in one and k not in inert_settings(one)) or name
+        for one, name in zip(settings, names)
+    ]
 
 
 def figure_styles(settings: list[dict[str, Any]]) -> list[dict[str, str]]:
@@ -126,7 +136,7 @@ def group_points(runs: list[RunResult]) -> list[Point]:
     points: dict[str, Point] = {}
     for run in logged:
         settings = {k: run.settings.get(k) for k in keys}
-        points.setdefault(repr(settings), Point(settings, [])).runs.append(run)
+        points.setdefault(repr(settings), Point(settings, [], inert_settings(run.settings) & set(keys))).runs.append(run)
     return list(points.values())
 
 
@@ -162,7 +172,7 @@ def points_table(points: list[Point]) -> str:
         per_seed = "; ".join(_seed_result(run) for run in point.runs)
         baselines = [run.baseline_psnr for run in point.runs if run.baseline_psnr is not None]
         cells = [
-            *(str(point.settings[k]) for k in keys),
+            *("—" if k in point.inert else str(point.settings[k]) for k in keys),
             f"{done} of {len(point.runs)}",
             f"{point.mean:.2f}" if done else "—",
             _spread(point) if done > 1 else "—",
@@ -203,5 +213,8 @@ def comparison_markdown(runs: list[RunResult]) -> str:
     points = group_points(runs)
     if not has_repeats(points):
         return ""
-    lines = [points_table(points), *(f"- {line}" for line in findings(points))]
+    lines = [points_table(points)]
+    if any(point.inert for point in points):
+        lines.append(f"{INERT_NOTE}\n")
+    lines += [f"- {line}" for line in findings(points)]
     return "\n".join(lines) + "\n"

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -65,6 +66,29 @@ def teacher_forcing_ratio(epoch: int, tfr: float, tfr_sde: int, tfr_d_step: floa
     """The course's schedule: `tfr` until epoch `tfr_sde`, then `tfr_d_step` less every epoch, down to 0."""
     decayed_epochs = max(0, epoch - tfr_sde + 1)
     return max(0.0, round(tfr - tfr_d_step * decayed_epochs, 12))
+
+
+def inert_settings(settings: Mapping[str, Any]) -> set[str]:
+    """The method settings that cannot change a run with these settings (by their flag names): the
+    cycles of a Monotonic or Without schedule, the decay of a teacher-forcing ratio that never
+    changes over the run's epochs, the coin of one that is only ever 0 or 1. Comparisons leave them
+    out of a grid point's name. Settings missing from `settings` are taken as inert by no rule."""
+    inert = set()
+    kind = settings.get("kl_anneal_type")
+    if kind == "Without":
+        inert |= {"kl_anneal_unit", "kl_anneal_cycle", "kl_anneal_ratio"}
+    elif kind == "Monotonic":
+        inert.add("kl_anneal_cycle")
+    try:
+        epochs = range(int(settings["num_epoch"]))
+        ratios = {teacher_forcing_ratio(e, float(settings["tfr"]), int(settings["tfr_sde"]), float(settings["tfr_d_step"])) for e in epochs}
+    except (KeyError, TypeError, ValueError):
+        return inert
+    if len(ratios) <= 1:
+        inert |= {"tfr_sde", "tfr_d_step"}
+    if ratios <= {0.0, 1.0}:
+        inert.add("tfr_coin")
+    return inert
 
 
 def teacher_forcing_coin(ratio: float, seed: int, epoch: int, batch: int | None = None) -> bool:

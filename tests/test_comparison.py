@@ -7,7 +7,19 @@ from pathlib import Path
 from torch.utils.tensorboard import SummaryWriter
 
 from cvae_dist import tb_summary
-from cvae_dist.comparison import DONE, UNFINISHED, RunResult, figure_labels, figure_styles, findings, group_points, run_status, separated_pairs
+from cvae_dist.comparison import (
+    DONE,
+    INERT_NOTE,
+    UNFINISHED,
+    RunResult,
+    comparison_markdown,
+    figure_labels,
+    figure_styles,
+    findings,
+    group_points,
+    run_status,
+    separated_pairs,
+)
 from cvae_dist.tracking import FINAL, TRAIN, VAL, write_hparams
 
 
@@ -47,6 +59,24 @@ def test_points_group_seeds_and_only_ranges_that_do_not_overlap_count():
 def test_points_within_noise_say_so():
     points = group_points([result("Cyclical", 0, 30.0), result("Cyclical", 1, 31.0), result("Without", 0, 30.5), result("Without", 1, 30.6)])
     assert findings(points) == ["No difference between the 2 points exceeds the spread of their seeds: within noise at this budget."]
+
+
+def test_settings_that_cannot_change_a_point_are_left_out_of_its_name_and_dashed_in_the_table():
+    def tf(tfr: float, d_step: float, coin: str, seed: int, psnr: float) -> RunResult:
+        settings = {"tfr": tfr, "tfr_sde": 1, "tfr_d_step": d_step, "tfr_coin": coin, "num_epoch": 3, "seed": seed}
+        return RunResult(f"{tfr}-{d_step}-{coin}-{seed}", settings, psnr, 18.0, DONE)
+
+    runs = [tf(0.0, 0.1, "epoch", 0, 26.0), tf(0.0, 0.1, "epoch", 1, 26.5), tf(0.5, 0.5, "frame", 0, 24.0), tf(0.5, 0.5, "frame", 1, 24.5)]
+    runs += [tf(1.0, 1.0, "epoch", 0, 22.0), tf(1.0, 1.0, "epoch", 1, 23.0)]
+    points = group_points(runs)
+    assert [p.label for p in points] == ["tfr 0.0", "tfr 0.5, tfr_d_step 0.5, coin frame", "tfr 1.0, tfr_d_step 1.0"]
+    table = comparison_markdown(runs)
+    assert "| 0.0 | — | — | 2 of 2 | 26.25 |" in table and "| 1.0 | 1.0 | — | 2 of 2 | 22.50 |" in table and INERT_NOTE in table
+    assert figure_labels([run.settings for run in runs], [run.name for run in runs])[:3] == [
+        "tfr 0.0, seed 0",
+        "tfr 0.0, seed 1",
+        "tfr 0.5, tfr_d_step 0.5, coin frame, seed 0",
+    ]
 
 
 def test_status_comes_from_the_final_evaluation_or_the_exit_status_training_wrote(tmp_path):

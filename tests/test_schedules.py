@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from cvae_dist.schedules import KLAnnealer, cyclical_beta, teacher_forcing_coin, teacher_forcing_ratio
+from cvae_dist.schedules import KLAnnealer, cyclical_beta, inert_settings, teacher_forcing_coin, teacher_forcing_ratio
 
 
 def frange_cycle_linear(n_iter, start=0.0, stop=1.0, n_cycle=4, ratio=0.5):
@@ -97,3 +97,30 @@ def test_per_frame_teacher_forcing_keys_each_window_and_meets_the_ratio():
     many = teacher_forcing_frames(0.3, 0, 0, list(range(400)), 15)
     assert abs(many.float().mean().item() - 0.3) < 0.02
     assert teacher_forcing_frames(1.0, 0, 0, [1], 15).all() and not teacher_forcing_frames(0.0, 0, 0, [1], 15).any()
+
+
+TF_DEFAULTS = {"tfr_sde": 10, "tfr_d_step": 0.1, "tfr_coin": "epoch", "num_epoch": 3, "kl_anneal_type": "Cyclical"}
+
+
+@pytest.mark.parametrize(
+    ("changes", "inert"),
+    [
+        ({"tfr": 0.0}, {"tfr_sde", "tfr_d_step", "tfr_coin"}),  # never forced: 0, 0, 0
+        ({"tfr": 1.0, "tfr_d_step": 0.0}, {"tfr_sde", "tfr_d_step", "tfr_coin"}),  # always forced
+        ({"tfr": 1.0}, {"tfr_sde", "tfr_d_step", "tfr_coin"}),  # the decay starts at epoch 10 of 3
+        ({"tfr": 1.0, "tfr_sde": 1, "tfr_d_step": 1.0}, {"tfr_coin"}),  # 1, 0, 0: every coin lands the same
+        ({"tfr": 0.5, "tfr_sde": 1, "tfr_d_step": 0.5}, set()),  # 0.5, 0, 0: the coin matters
+        ({"tfr": 0.5, "tfr_d_step": 0.0}, {"tfr_sde", "tfr_d_step"}),
+        ({"tfr": 1.0, "num_epoch": 70}, set()),  # the course's schedule over the course's epochs
+    ],
+)
+def test_teacher_forcing_settings_that_cannot_change_a_run(changes, inert):
+    settings = {**TF_DEFAULTS, **changes}
+    ratios = {teacher_forcing_ratio(e, settings["tfr"], settings["tfr_sde"], settings["tfr_d_step"]) for e in range(settings["num_epoch"])}
+    assert inert_settings(settings) == inert, ratios
+
+
+def test_kl_settings_that_cannot_change_a_run():
+    assert inert_settings({"kl_anneal_type": "Without"}) == {"kl_anneal_unit", "kl_anneal_cycle", "kl_anneal_ratio"}
+    assert inert_settings({"kl_anneal_type": "Monotonic"}) == {"kl_anneal_cycle"}
+    assert inert_settings({"kl_anneal_type": "Cyclical", "tfr": 1.0}) == set()  # too little is known to rule anything out
