@@ -6,8 +6,9 @@ Every folder under LOGROOT with event files is a run (as in `tensorboard --logdi
 so is a run folder whose training wrote a failing exit status before it logged anything.
 Writes to DIR (default LOGROOT):
   summary.csv          one row per run: every hparam, its status (done, failed, unfinished), best
-                       and final validation PSNR, steps, epochs, wall time (first to last event, so a
-                       requeued run counts its time in the queue)
+                       and final validation PSNR, the one-step-ahead PSNR of the best weights (each
+                       frame from the true previous frame), steps, epochs, wall time (first to last
+                       event, so a requeued run counts its time in the queue)
   summary.md           the same as a Markdown table, with only the hparams that differ between runs;
                        for a sweep with seeds, one row per grid point too (mean and range over seeds)
                        and which differences between points exceed that range (cvae_dist.comparison)
@@ -32,7 +33,7 @@ from cvae_dist.comparison import RunResult, comparison_markdown, differing_setti
 from cvae_dist.errors import ArgumentParser, UserError, output_folder, run_command
 from cvae_dist.tracking import EPOCH, FINAL, TB_PROJECT, TRAIN, VAL, read_hparams
 
-RESULT_COLUMNS = ("run", "status", "best_val_psnr", "final_val_psnr", "steps", "epochs", "wall_time_s")
+RESULT_COLUMNS = ("run", "status", "best_val_psnr", "final_val_psnr", "one_step_psnr", "steps", "epochs", "wall_time_s")
 
 
 @dataclass
@@ -44,6 +45,8 @@ class RunSummary:
     status: str
     best_val_psnr: float
     final_val_psnr: float
+    one_step_psnr: float
+    """One step ahead at the validation with the best rollout: the weights the final evaluation scores."""
     steps: int
     epochs: int
     wall_time_s: float
@@ -84,6 +87,7 @@ def read_runs(logroot: Path) -> list[RunSummary]:
             return [e.wall_time for e in multiplexer.Scalars(run, tag)]
 
         val_psnr = series(VAL.psnr)
+        best_epoch = max(val_psnr, key=lambda point: point[1])[0] if val_psnr else None
         final = series(FINAL.psnr)
         baseline = series(FINAL.baseline_psnr)
         walls = [t for tag in scalars for t in times(tag)]
@@ -95,6 +99,7 @@ def read_runs(logroot: Path) -> list[RunSummary]:
                 status=run_status(logroot / name, evaluated=bool(final)),
                 best_val_psnr=max((v for _, v in val_psnr), default=math.nan),
                 final_val_psnr=final[-1][1] if final else (val_psnr[-1][1] if val_psnr else math.nan),
+                one_step_psnr=dict(series(VAL.one_step_psnr)).get(best_epoch, math.nan),
                 steps=max((s for s, _ in series(TRAIN.loss)), default=0),
                 epochs=max((s for s, _ in series(EPOCH.loss)), default=0),
                 wall_time_s=round(max(walls) - multiplexer.FirstEventTimestamp(run), 1) if walls else math.nan,
@@ -104,7 +109,7 @@ def read_runs(logroot: Path) -> list[RunSummary]:
             )
         )
     failed = runs_without_events(logroot, {run.name for run in runs})
-    runs += [RunSummary(name, {}, status, math.nan, math.nan, 0, 0, math.nan) for name, status in failed.items()]
+    runs += [RunSummary(name, {}, status, math.nan, math.nan, math.nan, 0, 0, math.nan) for name, status in failed.items()]
     if not runs:
         raise UserError(f"{logroot}: no TensorBoard event files under it")
     return sorted(runs, key=lambda run: run.name)

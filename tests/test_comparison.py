@@ -92,7 +92,9 @@ def log_run(folder: Path, kl: str, seed: int, final_psnr: float | None) -> None:
     writer = SummaryWriter(str(folder / "tb"))
     write_hparams(writer, {"kl_anneal_type": kl, "seed": seed})
     writer.add_scalar(TRAIN.loss, 0.5, 1)
-    writer.add_scalar(VAL.psnr, 20.0, 1)
+    for epoch, (psnr, one_step) in enumerate([(20.0, 25.0), (21.0, 26.0), (20.5, 27.0)], start=1):
+        writer.add_scalar(VAL.psnr, psnr, epoch)
+        writer.add_scalar(VAL.one_step_psnr, one_step, epoch)
     if final_psnr is not None:
         writer.add_scalar(FINAL.psnr, final_psnr, 1)
         writer.add_scalar(FINAL.baseline_psnr, 18.0, 1)
@@ -106,6 +108,7 @@ def test_summary_marks_a_run_still_training_and_still_compares_the_rest(tmp_path
     log_run(log_root / "002_Without_seed-0", "Without", 0, None)
     runs = tb_summary.summarize(log_root, tmp_path / "summary")
     assert [run.status for run in runs] == [DONE, DONE, UNFINISHED]
+    assert [(run.best_val_psnr, run.one_step_psnr) for run in runs] == [(21.0, 26.0)] * 3  # one step ahead of the best weights, epoch 2
     page = (tmp_path / "summary" / "summary.md").read_text()
     assert "| Cyclical | 2 of 2 | 30.50 | 30.00 to 31.00 | seed 0: 30.00; seed 1: 31.00 | 18.00 |" in page
     assert "| Without | 0 of 1 | — | — | seed 0: unfinished | — |" in page

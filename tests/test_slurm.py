@@ -116,11 +116,12 @@ def test_sweep_trains_every_point_in_its_own_run_folder(sweep):
     assert len(ports) == 5
 
 
-def final_psnr(run: Path) -> float:
-    """The run's final average PSNR as its own event file holds it, read with TensorBoard's reader."""
+def last_logged(run: Path, tag: str = "final/psnr") -> float:
+    """The last value of a scalar (by default the final average PSNR) as the run's own event file
+    holds it, read with TensorBoard's reader."""
     accumulator = EventAccumulator(str(run / "tb"))
     accumulator.Reload()
-    return accumulator.Scalars("final/psnr")[-1].value
+    return accumulator.Scalars(tag)[-1].value
 
 
 def table(text: str, first_column: str) -> list[dict[str, str]]:
@@ -141,7 +142,7 @@ def check_points(rows: list[dict[str, str]], log_root: Path) -> None:
     runs = sorted(log_root.iterdir())[:4]  # the fifth failed
     assert [row["KL annealing"] for row in rows] == ["Monotonic", "Without"]
     for row, pair in zip(rows, (runs[:2], runs[2:])):
-        scores = [final_psnr(run) for run in pair]
+        scores = [last_logged(run) for run in pair]
         assert row["seeds done"] == "2 of 2"
         assert float(row["mean PSNR (dB)"]) == pytest.approx(sum(scores) / 2, abs=0.006)
         assert row["range (dB)"] == f"{min(scores):.2f} to {max(scores):.2f}"
@@ -166,7 +167,8 @@ def test_tb_summary_lists_every_run_and_each_grid_point_over_its_seeds(sweep, tm
     assert [r["status"] for r in rows] == ["done"] * 4 + ["failed (exit 2)"]
     for row, run in zip(rows[:4], sorted(log_root.iterdir())):
         assert int(row["steps"]) == 8 and int(row["epochs"]) == 1
-        assert float(row["final_val_psnr"]) == pytest.approx(final_psnr(run), abs=1e-4)
+        assert float(row["final_val_psnr"]) == pytest.approx(last_logged(run), abs=1e-4)
+        assert float(row["one_step_psnr"]) == pytest.approx(last_logged(run, "val/one_step_psnr"), abs=1e-4)  # one validation: the best
         assert float(row["wall_time_s"]) > 0
     summary = (tmp_path / "summary.md").read_text()
     assert summary == result.stdout[: len(summary)]
@@ -206,7 +208,7 @@ def test_hparams_dashboard_lists_every_run_with_its_metrics(sweep):
         assert group.hparams["kl_anneal_type"].string_value == kl and group.hparams["seed"].number_value == seed
         metrics = {m.name.tag: m.value for m in group.metric_values}
         assert {"val/psnr", "val/best_psnr", "final/psnr"} <= set(metrics), run.name
-        assert metrics["final/psnr"] == pytest.approx(final_psnr(run))
+        assert metrics["final/psnr"] == pytest.approx(last_logged(run))
 
 
 def test_summary_of_a_folder_without_events_is_one_line(tmp_path):
