@@ -2,7 +2,7 @@
 # A sweep on Slurm: every array task trains one point of a grid in its own run folder under one
 # log root, which `tensorboard --logdir LOG_ROOT` and `python -m cvae_dist.tb_summary LOG_ROOT` compare.
 #
-#   sbatch slurm/sweep.sh                                   # the KL-annealing grid (4 points: --array=0-3 below)
+#   sbatch slurm/sweep.sh                                   # the KL-annealing grid (8 runs: --array=0-7 below)
 #   sbatch --array=0-$(( $(python -m cvae_dist.sweep GRID.yaml --count) - 1 )) slurm/sweep.sh GRID.yaml [train.py flags]
 #
 # Submit from the repository root with the environment that has cvae-dist installed activated
@@ -23,7 +23,7 @@
 # multi-GPU ACCELERATE_CONFIG.
 #
 #SBATCH --job-name=cvae-sweep
-#SBATCH --array=0-3
+#SBATCH --array=0-7
 #SBATCH --ntasks=1
 #SBATCH --gres=gpu:1
 #SBATCH --cpus-per-task=8

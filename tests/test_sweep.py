@@ -19,10 +19,11 @@ GRIDS = sorted((REPO / "slurm" / "grids").glob("*.yaml"))
 
 def test_shipped_grids_hold_the_course_comparisons():
     kl = load_grid(REPO / "slurm" / "grids" / "kl_annealing.yaml")
-    assert [p["kl_anneal_type"] for p in kl] == ["Cyclical", "Cyclical", "Monotonic", "Without"]
+    assert [p["kl_anneal_type"] for p in kl] == [kl for kl in ["Cyclical", "Cyclical", "Monotonic", "Without"] for _ in range(2)]
     tf = load_grid(REPO / "slurm" / "grids" / "teacher_forcing.yaml")
-    assert [p["tfr"] for p in tf] == [0.0, 1.0, 1.0, 1.0, 1.0]
+    assert [(p["tfr"], p.get("tfr_coin")) for p in tf[::2]] == [(0.0, None), (1.0, "epoch"), (1.0, "batch"), (1.0, "frame"), (1.0, None), (1.0, None)]
     assert all(p["preset"] == "lab" and p["num_epoch"] == 70 for p in kl + tf)
+    assert [p["seed"] for p in kl + tf] == [0, 1] * 10
 
 
 @pytest.mark.parametrize("grid", GRIDS, ids=lambda p: p.name)
@@ -68,6 +69,6 @@ def test_a_misspelt_setting_fails_when_the_grid_is_read(tmp_path):
 def test_cli_counts_and_rejects_an_index_past_the_end():
     grid = str(REPO / "slurm" / "grids" / "kl_annealing.yaml")
     count = subprocess.run([sys.executable, "-m", "cvae_dist.sweep", grid, "--count"], env=run_env(), capture_output=True, text=True, timeout=300)
-    assert count.stdout.strip() == "4"
-    past = subprocess.run([sys.executable, "-m", "cvae_dist.sweep", grid, "--index", "4"], env=run_env(), capture_output=True, text=True, timeout=300)
-    assert past.returncode == 2 and past.stderr.strip() == f"error: --index 4: {grid} has 4 points (0 to 3)"
+    assert count.stdout.strip() == "8"
+    past = subprocess.run([sys.executable, "-m", "cvae_dist.sweep", grid, "--index", "8"], env=run_env(), capture_output=True, text=True, timeout=300)
+    assert past.returncode == 2 and past.stderr.strip() == f"error: --index 8: {grid} has 8 points (0 to 7)"
