@@ -183,8 +183,10 @@ def main() -> None:
         raise SystemExit(f"error: {reason}")
     args.folder.mkdir(parents=True, exist_ok=True)
     with LocalSlurm(args.folder, cpus=args.cpus) as slurm:
-        print(f"export SLURM_CONF={slurm.conf}   # then sbatch, squeue; Ctrl-C stops the cluster", flush=True)
-        signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
+        print(f"export SLURM_CONF={slurm.conf}   # then sbatch, squeue; Ctrl-C (or kill) stops the cluster", flush=True)
+        # Started with `&` from a script, the process inherits an ignored SIGINT: handle it here too.
+        for stop in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(stop, signal.default_int_handler)
         try:
             signal.pause()
         except KeyboardInterrupt:
