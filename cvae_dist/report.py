@@ -131,6 +131,8 @@ def plot_loss_tfr(runs: list[RunLog], path: Path) -> None:
         axes.set(ylabel="loss", title=run.label or run.name)
         axes.set_yscale("log")
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if len(epochs):  # every panel spans whole epochs, shaded or not, so that they line up
+            axes.set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)
         ratio = axes.twinx()
         ratio.plot(*run.series(EPOCH.tfr), drawstyle="steps-mid", marker="s", color="tab:green", label="tfr")
         ratio.set(ylabel="teacher-forcing ratio", ylim=(-0.05, 1.05))
