@@ -108,10 +108,8 @@ def figure_labels(settings: list[dict[str, Any]], names: list[str]) -> list[str]
     """Each run's label in a figure: the settings that set it apart from the others and can change
     it, such as 'KL annealing Cyclical, seed 1', or its name where none do."""
     keys, labels = differing_settings(settings), hparam_labels()
-    return [
-        ", ".join(f"{labels.get(k, k)} {one[k]}" for k in keys if k in one and k not in inert_settings(one)) or name
-        for one, name in zip(settings, names)
-    ]
+    named = [[k for k in keys if k in one and k not in inert_settings(one)] for one in settings]
+    return [", ".join(f"{labels.get(k, k)} {one[k]}" for k in shown) or name for one, shown, name in zip(settings, named, names)]
 
 
 def figure_styles(settings: list[dict[str, Any]]) -> list[dict[str, str]]:
@@ -136,7 +134,9 @@ def group_points(runs: list[RunResult]) -> list[Point]:
     points: dict[str, Point] = {}
     for run in logged:
         settings = {k: run.settings.get(k) for k in keys}
-        points.setdefault(repr(settings), Point(settings, [], inert_settings(run.settings) & set(keys))).runs.append(run)
+        if repr(settings) not in points:
+            points[repr(settings)] = Point(settings, [], inert_settings(run.settings) & set(keys))
+        points[repr(settings)].runs.append(run)
     return list(points.values())
 
 
