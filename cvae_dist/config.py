@@ -159,6 +159,12 @@ class TrainConfig:
     """Save a checkpoint every this many epochs."""
     ckpt_path: str | None = None
     """Start from these weights (a checkpoint folder or a model.safetensors file) instead of a fresh model."""
+    test: bool = setting(False, bookkeeping=True)
+    """Evaluate instead of training, as the course's --test does: roll out the validation video with the --ckpt_path weights (unset: those of the run in --save_root, its best or else its newest checkpoint's) and write its CSV, plot and GIF to --save_root's eval/, as `python -m cvae_dist.evaluate` does."""
+    device: Literal["cuda", "cpu"] | None = setting(None, bookkeeping=True)
+    """Train on a CUDA GPU (an error if none is visible) or on the CPU even where there is a GPU (Accelerate's cpu=True); unset uses whatever device is there (the course's default is cuda)."""
+    gpu: int | None = setting(None, bookkeeping=True)
+    """The course's GPU count, which its code never reads: here each process trains on one GPU and the launcher starts them (`accelerate launch --num_processes N`; CUDA_VISIBLE_DEVICES picks which GPUs), so a --gpu other than the number of processes is an error."""
     seed: int = 0
     """Seed of the weights, the latent noise, the shuffling and the teacher-forcing coins."""
     gradient_accumulation_steps: int = 1
@@ -191,6 +197,8 @@ class TrainConfig:
     """Recompute each frame's activations in the backward pass instead of keeping them: far less memory for long windows, about a third more compute."""
     eval_every: int = 1
     """Roll out the validation video every this many epochs (and after the last)."""
+    store_visualization: bool = setting(False, bookkeeping=True)
+    """Also write each validation's rollout as a GIF (prediction | truth | pose), eval/rollout-epoch-<E>.gif, to watch the result while training (course --store_visualization)."""
     log_every: int = setting(10, bookkeeping=True)
     """Log training scalars every this many optimizer steps."""
     debug: bool = setting(False, bookkeeping=True)
@@ -267,7 +275,7 @@ class Option:
     help: str
     """Its one-line docstring, the --help text."""
     bookkeeping: bool = False
-    """It says where a run writes and how often, not what it computes: changing it does not make another run."""
+    """It says where a run runs and writes, and how often, not what it computes: changing it does not make another run."""
     hparam: str | None = None
     """A hyperparameter the course's comparisons vary, shown under this short name in the report's table."""
     formerly: str | None = None
@@ -558,6 +566,8 @@ RANGES: dict[str, Range] = {
     "checkpoints_total_limit": AT_LEAST_1,
     "max_nonfinite_steps": AT_LEAST_1,
     "eval_every": AT_LEAST_1,
+    # 0 too, so that a course user who means GPU 0 gets the error that says how GPUs are chosen here.
+    "gpu": AT_LEAST_0,
     "log_every": AT_LEAST_1,
 }
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import os
+import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -30,7 +32,8 @@ def run_command(argv: list[str] | None, parse: Callable[[list[str]], Parsed], ru
     """A command-line entry point's exit status: `parse` checks the command line (sys.argv by default)
     and `run` does the work with what it returns. The status is `run`'s own (0 if it returns None),
     or 2 with a single `error: ...` line on stderr when either raises UserError (the traceback
-    instead under --debug, typed or, once parsed, set as the parsed settings' `debug`)."""
+    instead under --debug, typed or, once parsed, set as the parsed settings' `debug`); Ctrl-C ends it
+    with status 130 and one line."""
     argv = sys.argv[1:] if argv is None else argv
     parsed = None
     try:
@@ -41,7 +44,48 @@ def run_command(argv: list[str] | None, parse: Callable[[list[str]], Parsed], ru
             raise
         print(f"error: {str(err).translate(LINE_BREAKS)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        # Ctrl-C is the user's own wish, not a failure to explain with a traceback; 130 is the shell's 128 + SIGINT.
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     return 0 if status is None else status
+
+
+EXIT_INTERRUPTED = 130
+
+
+def disk_full(err: BaseException, path: Path, what: str, after: str) -> UserError | None:
+    """The one-line error for a write that failed for want of space (None for any other failure).
+
+    Python reports ENOSPC (or a full quota) as OSError and safetensors in its message; torch's
+    serializer only says "unexpected pos" or "file write failed", so for it the file system's
+    free space decides. `after` says what is left intact (e.g. which checkpoint a resume will use).
+    """
+    text = str(err)
+    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+        full = True
+    elif "No space left on device" in text or "os error 28" in text:
+        full = True
+    elif isinstance(err, RuntimeError) and ("unexpected pos" in text or "write failed" in text):
+        full = _free_bytes(path) < DISK_NEARLY_FULL
+    else:
+        full = False
+    if not full:
+        return None
+    return UserError(
+        f"{path}: the disk is full ({_free_bytes(path) / 2**20:.1f} MiB free there) while writing {what}; the partial write was removed; {after}"
+    )
+
+
+# Below this many free bytes, a failed write of torch's serializer is taken for a full disk.
+DISK_NEARLY_FULL = 16 * 2**20
+
+
+def _free_bytes(path: Path) -> int:
+    for folder in (path, *path.parents):
+        if folder.exists():
+            return shutil.disk_usage(folder).free
+    return 0
 
 
 def output_folder(text: str) -> Path:

@@ -10,6 +10,10 @@ predicted from the true previous frame, so no error accumulates) and the PSNR of
 previous frame. A model that uses the previous frame beats copying it one step ahead; one whose
 one-step score equals its rollout score draws each frame from the pose alone.
 
+Scores are computed on the frames as the network outputs them, unclamped, as the course's code
+computes them; only pictures (the GIF) are clamped to [0, 1]. With the default output sigmoid
+the two are the same; docs/method.md (section 7) measures the difference without it.
+
 A stochastic model is scored on N latent samples, rolled out together in one batch: mean-of-N
 averages each frame's score over the samples; best-of-N takes the sample with the best average
 score (per metric), as Denton & Fergus (2018) report SVG.
@@ -20,6 +24,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +34,7 @@ import torch
 
 from cvae_dist.config import Range, number, val_length
 from cvae_dist.data.course import Video, to_unit_float
-from cvae_dist.errors import ArgumentParser, UserError, output_folder, run_command
+from cvae_dist.errors import ArgumentParser, UserError, disk_full, output_folder, run_command
 from cvae_dist.metrics import average_psnr, psnr_per_frame, ssim_per_frame
 from cvae_dist.rollout import generate, one_step
 
@@ -39,7 +44,7 @@ class Evaluation:
     """A validation rollout of N latent samples and its scores; frame 0 is the given frame."""
 
     pred: torch.Tensor
-    """The sample with the best average PSNR, (T, 3, H, W) in [0, 1], on the CPU."""
+    """The sample with the best average PSNR, (T, 3, H, W) as the network output it (in [0, 1] with the output sigmoid), on the CPU."""
     psnr_samples: torch.Tensor
     """PSNR of each sample's frames against the truth, (N, T)."""
     ssim_samples: torch.Tensor
@@ -118,9 +123,10 @@ def evaluate_video(
     z: str = "prior",
     autocast=contextlib.nullcontext,
     samples: int = 1,
+    on_frame: Callable[[], None] | None = None,
 ) -> Evaluation:
     """Roll out the first `length` frames of `video` from its first frame, `samples` times in one
-    batch, with the model in eval mode.
+    batch, with the model in eval mode; `on_frame` is called after each predicted frame (or batch of frames).
 
     The prior's noise comes from a generator seeded with `seed`, so the score of a given model is
     reproducible and evaluation leaves the training random state untouched.
@@ -134,20 +140,27 @@ def evaluate_video(
     try:
         with autocast():
             first = truth[:1].to(device).expand(samples, -1, -1, -1)
-            pred = generate(model, first, labels[None].expand(samples, -1, -1, -1, -1), z=z, generator=generator)
+            pred = generate(model, first, labels[None].expand(samples, -1, -1, -1, -1), z=z, generator=generator, on_frame=on_frame)
             ahead = one_step(
-                model, truth[None].to(device).expand(samples, -1, -1, -1, -1), labels[None].expand(samples, -1, -1, -1, -1), z=z, generator=generator
+                model,
+                truth[None].to(device).expand(samples, -1, -1, -1, -1),
+                labels[None].expand(samples, -1, -1, -1, -1),
+                z=z,
+                generator=generator,
+                on_frame=on_frame,
             )
     finally:
         model.train(was_training)
-    pred = pred.float().clamp(0, 1).cpu()
+    # Scored as the network outputs them, as the course's code scores them: without the output
+    # sigmoid they may leave [0, 1], and a clamp would raise the score (docs/method.md, section 7).
+    pred = pred.float().cpu()
     psnr = psnr_per_frame(pred, truth)
     return Evaluation(
         pred=pred[average_psnr(psnr).argmax()],
         psnr_samples=psnr,
         ssim_samples=ssim_per_frame(pred, truth),
         baseline_psnr=psnr_per_frame(truth[:1].expand_as(truth), truth),
-        one_step_samples=psnr_per_frame(ahead.float().clamp(0, 1).cpu(), truth),
+        one_step_samples=psnr_per_frame(ahead.float().cpu(), truth),
         copy_previous_psnr=psnr_per_frame(torch.cat([truth[:1], truth[:-1]]), truth),
     )
 
@@ -199,7 +212,7 @@ def plot_psnr(evaluation: Evaluation, path: Path, title: str = "PSNR per frame")
 
 
 def to_uint8(frames: torch.Tensor) -> np.ndarray:
-    """Frames in [0, 1] -> uint8 with rint(x * 255), the course's submission rounding."""
+    """Frames -> uint8 pixels: clamped to [0, 1], all a pixel can show, then rint(x * 255), the course's submission rounding."""
     return np.rint(frames.float().clamp(0, 1).cpu().numpy() * 255).astype(np.uint8)
 
 
@@ -209,11 +222,14 @@ def write_panels_gif(panels: list[np.ndarray], path: Path, scale: int = 2, fps: 
     separator = np.full((length, 3, height, 1), 255, dtype=np.uint8)
     pieces = [piece for panel in panels for piece in (separator, panel)][1:]
     frames = np.concatenate(pieces, axis=3).transpose(0, 2, 3, 1).repeat(scale, axis=1).repeat(scale, axis=2)
-    iio.imwrite(path, frames, extension=".gif", duration=1000 / fps, loop=0)
+    # Encoded in memory, then written: a failed write (a full disk) then fails once, here, rather than
+    # again in imageio's plugin as it is collected.
+    path.write_bytes(iio.imwrite("<bytes>", frames, extension=".gif", duration=1000 / fps, loop=0))
 
 
 def write_gif(evaluation: Evaluation, video: Video, path: Path) -> None:
-    """prediction | truth | pose."""
+    """prediction | truth | pose, in `path` (its folder made if need be)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     length = len(evaluation.pred)
     write_panels_gif([to_uint8(evaluation.pred), np.asarray(video.frames[:length]), np.asarray(video.labels[:length])], path)
 
@@ -223,9 +239,18 @@ def write_evaluation(evaluation: Evaluation, video: Video, out_dir: str | Path, 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"csv": out / "psnr_per_frame.csv", "plot": out / "psnr_per_frame.png", "gif": out / "rollout.gif"}
-    write_psnr_csv(evaluation, paths["csv"])
-    plot_psnr(evaluation, paths["plot"], title)
-    write_gif(evaluation, video, paths["gif"])
+    try:
+        write_psnr_csv(evaluation, paths["csv"])
+        plot_psnr(evaluation, paths["plot"], title)
+        write_gif(evaluation, video, paths["gif"])
+    except BaseException as err:
+        # Half an evaluation would pass for a whole one: none of its files stay.
+        for path in paths.values():
+            path.unlink(missing_ok=True)
+        full = disk_full(err, out, "the evaluation", "the weights it scored are untouched; run the evaluation again with space to spare")
+        if full is not None:
+            raise full from None
+        raise
     return paths
 
 
@@ -250,7 +275,11 @@ def summary_line(evaluation: Evaluation) -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(
         prog="python -m cvae_dist.evaluate",
-        description="Roll the validation video out from its first frame and score each frame (PSNR, SSIM), over one or N latent samples.",
+        description=(
+            "Roll the validation video out from its first frame and score each frame (PSNR, SSIM), over one or N latent samples. "
+            "Frames are scored as the network outputs them, not clamped to [0, 1], as the course's code scores them "
+            "(the same thing with the default output sigmoid; see docs/method.md for --output_activation none)."
+        ),
     )
     add_inference_arguments(parser, out_help="folder for psnr_per_frame.csv, psnr_per_frame.png and rollout.gif")
     parser.add_argument("--val_vi_len", type=number(int, Range(2)), default=None, help="frames to roll out, at least 2 (default: the whole video)")
@@ -296,20 +325,22 @@ def torch_device(text: str) -> torch.device:
     return device
 
 
-def load_for_inference(args: argparse.Namespace):
-    """The checkpoint's network in eval mode and its dataset (--DR overrides the one it was trained on)."""
+def load_for_inference(args: argparse.Namespace, ckpt_flag: str = "--ckpt"):
+    """The checkpoint's network in eval mode and its dataset (--DR overrides the one it was trained on);
+    errors about args.ckpt name it as `ckpt_flag`."""
     from cvae_dist.checkpoint import load_model
     from cvae_dist.data import dataset_root
     from cvae_dist.data.course import CourseDataset
 
-    model, config = load_model(args.ckpt, args.device, "--ckpt")
+    model, config = load_model(args.ckpt, args.device, ckpt_flag)
     if args.DR is not None:
         config.data.DR = args.DR
     return model, CourseDataset(dataset_root(config.data), config.data.frame_H, config.data.frame_W)
 
 
-def _evaluate(args: argparse.Namespace) -> None:
-    model, dataset = load_for_inference(args)
+def evaluate_checkpoint(args: argparse.Namespace, ckpt_flag: str = "--ckpt") -> None:
+    """The evaluate command on parsed flags (also train.py --test, whose weights come from `ckpt_flag`): scores printed, files written."""
+    model, dataset = load_for_inference(args, ckpt_flag)
     # The whole video when asked for more: --val_vi_len's default, and the CSV shows the frames scored.
     length = val_length(args.val_vi_len, *dataset.frame_count("val"), shorter_ok=True)
     video = dataset.val()
@@ -327,7 +358,7 @@ def parse_command_line(argv: list[str]) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_command(argv, parse_command_line, _evaluate)
+    return run_command(argv, parse_command_line, evaluate_checkpoint)
 
 
 if __name__ == "__main__":

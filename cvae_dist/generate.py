@@ -6,7 +6,9 @@ Every test sequence is rolled out from its given first frame along its pose labe
 together in one batched rollout. `submission.csv` has the header `id,0,1,...,6143` and one row
 per frame: `id = sequence * 630 + t` (t = 0 is the given frame, sequences in the numeric order
 of their folders), then the frame's pixels as ints `rint(x * 255)`, flattened channel-major
-(k = c*H*W + h*W + w).
+(k = c*H*W + h*W + w). The format holds ints 0-255, so x is clamped to [0, 1] first, which only
+changes anything without the output sigmoid (`--output_activation none`); the rollout itself feeds
+each prediction on unclamped, as the course's code does.
 """
 
 from __future__ import annotations
@@ -27,13 +29,13 @@ SUBMISSION = "submission.csv"
 
 
 def roll_out_tests(model, sequences: list[TestSequence], device, z: str = "prior", seed: int = 0) -> torch.Tensor:
-    """All test sequences (of equal length, see CourseDataset.test) in one batch -> (S, T, 3, H, W) in [0, 1]
-    on the CPU, the given frame first."""
+    """All test sequences (of equal length, see CourseDataset.test) in one batch -> (S, T, 3, H, W) as the
+    network outputs them, on the CPU, the given frame first."""
     first = to_unit_float(torch.from_numpy(np.stack([s.first_frame for s in sequences]))).to(device)
     labels = to_unit_float(torch.from_numpy(np.stack([s.labels for s in sequences]))).to(device)
     generator = torch.Generator(device=device).manual_seed(seed)
     model.eval()
-    return generate(model, first, labels, z=z, generator=generator).float().clamp(0, 1).cpu()
+    return generate(model, first, labels, z=z, generator=generator).float().cpu()
 
 
 def write_submission(videos: np.ndarray, path: Path, progress: bool = True) -> None:
@@ -49,7 +51,11 @@ def write_submission(videos: np.ndarray, path: Path, progress: bool = True) -> N
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(
         prog="python -m cvae_dist.generate",
-        description="Roll out every test sequence (one batch) and write the course's Kaggle submission.csv and a GIF per sequence.",
+        description=(
+            "Roll out every test sequence (one batch) and write the course's Kaggle submission.csv and a GIF per sequence. "
+            "A pixel is rint(x * 255) of the prediction x clamped to [0, 1], since the format holds the integers 0-255 "
+            "(only an unbounded output, --output_activation none, leaves [0, 1]; the rollout itself is not clamped)."
+        ),
     )
     add_inference_arguments(parser, out_help="folder for submission.csv and test_<i>.gif")
     return parser

@@ -1,7 +1,7 @@
 """Checkpoints of the course's own code, in and out.
 
     python -m cvae_dist.interop import COURSE.ckpt OUTDIR     course checkpoint -> cvae_dist weights folder
-    python -m cvae_dist.interop export CKPT COURSE.ckpt       cvae_dist weights -> course checkpoint
+    python -m cvae_dist.interop export CKPT COURSE.ckpt       cvae_dist weights -> course checkpoint (--force: see below)
 
 The course's `Trainer.save` writes `torch.save({"state_dict", "optimizer", "lr", "tfr",
 "last_epoch"})`, and its `load_checkpoint` reads it back with `load_state_dict(strict=True)`.
@@ -11,25 +11,32 @@ checkpoint from the internet must not be able to run code.
 
 An imported network keeps the course's behaviour (LeakyReLU slope 1, no output sigmoid), so it
 predicts exactly what it predicted in the course code. An exported one trained with either fix
-loads into the course's code but predicts differently there, which `export` warns about. The
-course stores its model's own state dict under "optimizer" (a bug in its `save`), so no optimizer
-state is imported.
+loads into the course's code but predicts something else there (from frame 1 on, and NaN within a
+few frames for the defaults), so `export` rolls a few frames out both ways first and refuses
+weights whose rollouts differ, unless given `--force`; `configs/course_compatible.yaml` trains
+weights that pass. The course stores its model's own state dict under "optimizer" (a bug in its
+`save`), so no optimizer state is imported.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import pickle
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 import yaml
 from safetensors.torch import save_file
 
 from cvae_dist import checkpoint as ckpt
-from cvae_dist.config import Config, ModelConfig, from_flat, load_config_file, save_config_file
+from cvae_dist.config import Config, DataConfig, ModelConfig, from_flat, load_config_file, save_config_file
+from cvae_dist.data.course import CourseDataset, to_unit_float
 from cvae_dist.errors import ArgumentParser, UserError, output_folder, run_command
+from cvae_dist.model import CVAE
+from cvae_dist.rollout import generate
 from cvae_dist.schedules import learning_rate
 
 COURSE_KEYS = ("state_dict", "optimizer", "lr", "tfr", "last_epoch")
@@ -37,6 +44,17 @@ COURSE_STATE = "course_state.yaml"
 # What Accelerate's save_state calls the optimizer and the first registered object (TrainingState).
 ACCELERATE_OPTIMIZER = "optimizer.bin"
 ACCELERATE_TRAINING_STATE = "custom_checkpoint_0.pkl"
+# How to train weights that the course's code predicts the same with (docs/from-the-course-code.md).
+COURSE_COMPATIBLE_CONFIG = "cvae_dist/configs/course_compatible.yaml"
+COURSE_COMPATIBLE_FLAGS = "--output_activation none --course_leaky_relu"
+# Frames the export check rolls out: the defaults' course rollout differs from frame 1 and turns NaN
+# by frame 5, and 8 frames of the lab network take under a second on a CPU.
+CHECK_FRAMES = 8
+# The largest pixel difference (frames in [0, 1]) at which two rollouts count as the same. Compatible
+# weights give the same bits both ways; 1e-4 (a hundred times float32 rounding) rather than 0 lets the
+# two be batched differently. It is small because a difference compounds over the 630-frame rollout:
+# the LeakyReLU slope alone moves the first 8 frames of even a freshly initialised network by 4e-3 or more.
+CHECK_TOLERANCE = 1e-4
 
 
 def read_course_checkpoint(path: str | Path) -> dict:
@@ -76,8 +94,6 @@ def import_course(course_ckpt: str | Path, out_dir: str | Path) -> Path:
     if "tfr" in data:
         settings["tfr"] = float(data["tfr"])
     config = from_flat(settings, str(course_ckpt))
-    from cvae_dist.model import CVAE
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_file(state, str(out / ckpt.WEIGHTS))
@@ -112,18 +128,73 @@ def fixes_the_course_lacks(model: ModelConfig) -> list[str]:
     return fixes
 
 
-def export_course(source: str | Path, course_ckpt: str | Path) -> Path:
-    """Write a course checkpoint from a run folder, checkpoint folder or model.safetensors."""
+def course_network(model: ModelConfig) -> CVAE:
+    """Our network as the course's code computes it: LeakyReLU(True) of slope 1.0 and no output activation.
+
+    The other settings the course lacks (zero-initialised posterior head, clamped log-variance,
+    frozen BatchNorm) change training, not the test-time rollout, so they are kept."""
+    return CVAE(dataclasses.replace(model, course_leaky_relu=True, output_activation="none"))
+
+
+def _check_frames(data: DataConfig) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """The first frame (1, 3, H, W) and pose labels (1, CHECK_FRAMES + 1, 3, H, W) the export check
+    rolls out, and what they are: the run's validation video where its --DR is readable, whose poses
+    drive the network as the course's test does, else fixed random frames."""
+    if data.DR is not None:
+        try:
+            video = CourseDataset(data.DR, data.frame_H, data.frame_W, progress=False).val()
+        except UserError:
+            pass  # moved, or another machine's path: random frames still show a difference
+        else:
+            first = to_unit_float(torch.from_numpy(np.array(video.frames[:1])))
+            labels = to_unit_float(torch.from_numpy(np.array(video.labels[: CHECK_FRAMES + 1])))
+            return first, labels[None], f"the first {len(labels) - 1} frames of {data.DR}'s validation video"
+    generator = torch.Generator().manual_seed(0)
+    first = torch.rand((1, 3, data.frame_H, data.frame_W), generator=generator)
+    labels = torch.rand((1, CHECK_FRAMES + 1, 3, data.frame_H, data.frame_W), generator=generator)
+    return first, labels, f"{CHECK_FRAMES} random frames (the run's --DR is unset or not readable here)"
+
+
+def course_rollout_difference(model: CVAE, data: DataConfig) -> str | None:
+    """How the course's code rolls `model`'s weights out differently from ours, or None where it predicts the same.
+
+    Both networks roll the same frames out with the same z ~ N(0, I) at every step, as the course's
+    test does (previous prediction, pose, z, no clamp); frames agree within CHECK_TOLERANCE."""
+    course = course_network(model.config)
+    course.load_state_dict(model.state_dict())
+    first, labels, source = _check_frames(data)
+    ours, theirs = (generate(network.eval(), first, labels, generator=torch.Generator().manual_seed(0))[0, 1:] for network in (model, course))
+    same = torch.isclose(theirs, ours, rtol=0, atol=CHECK_TOLERANCE, equal_nan=True).flatten(1).all(dim=1)
+    if same.all():
+        return None
+    largest = torch.where(ours.isfinite() & theirs.isfinite(), (theirs - ours).abs(), 0).max()
+    differs = (
+        f"rolled out over {source}, the course's code predicts other frames from frame {int((~same).nonzero()[0]) + 1} on (by up to {largest:.2g})"
+    )
+    broken = (~theirs.isfinite()).flatten(1).any(dim=1) & ours.isfinite().flatten(1).all(dim=1)
+    return differs + (f" and NaN or inf from frame {int(broken.nonzero()[0]) + 1} on" if broken.any() else "")
+
+
+def export_course(source: str | Path, course_ckpt: str | Path, force: bool = False) -> Path:
+    """Write a course checkpoint from a run folder, checkpoint folder or model.safetensors.
+
+    Weights that the course's code would roll out differently are refused unless `force`, which warns instead."""
     weights, config_file = ckpt.find_weights(source)
     config = load_config_file(config_file)
-    fixes = fixes_the_course_lacks(config.model)
-    if fixes:
-        print(
-            f"warning: {weights} was trained with {' and '.join(fixes)}: the course's code loads it but predicts differently "
-            "(train with --output_activation none --course_leaky_relu for weights that predict the same there)",
-            file=sys.stderr,
-        )
     state = ckpt.read_weights(weights)
+    model = CVAE(config.model)
+    ckpt.check_compatible(model.state_dict(), weights)
+    model.load_state_dict(state)
+    difference = course_rollout_difference(model, config.data)
+    if difference:
+        fixes = fixes_the_course_lacks(config.model)
+        problem = f"{weights}{' was trained with ' + ' and '.join(fixes) if fixes else ''}: {difference}"
+        if not force:
+            raise UserError(
+                f"{problem}; train with --config {COURSE_COMPATIBLE_CONFIG} (or {COURSE_COMPATIBLE_FLAGS}) for weights that "
+                "predict the same there, or add --force to export these anyway"
+            )
+        print(f"warning: {problem}; exporting anyway (--force)", file=sys.stderr)
     progress, optimizer = _training_progress(weights.parent, config)
     out = Path(course_ckpt)
     try:
@@ -148,11 +219,20 @@ def build_parser() -> argparse.ArgumentParser:
     exporter = commands.add_parser("export", help="cvae_dist weights -> a checkpoint the course's VAE_Model loads with strict=True")
     exporter.add_argument("ckpt", metavar="CKPT", help="a run folder (its best weights), checkpoint folder or model.safetensors")
     exporter.add_argument("course_ckpt", metavar="COURSE.ckpt", help="file to write")
+    exporter.add_argument(
+        "--force",
+        action="store_true",
+        help=(
+            "export even weights that the course's code rolls out differently (trained with the output sigmoid or "
+            f"LeakyReLU slope 0.01, i.e. without --config {COURSE_COMPATIBLE_CONFIG}), with a warning instead of "
+            f"an error; export first rolls {CHECK_FRAMES} frames out through both networks to check"
+        ),
+    )
     return parser
 
 
 def _convert(args: argparse.Namespace) -> None:
-    out = import_course(args.course_ckpt, args.out_dir) if args.command == "import" else export_course(args.ckpt, args.course_ckpt)
+    out = import_course(args.course_ckpt, args.out_dir) if args.command == "import" else export_course(args.ckpt, args.course_ckpt, args.force)
     print(f"wrote {out}")
 
 

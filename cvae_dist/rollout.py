@@ -6,7 +6,7 @@ predicted frame t = 1..T-1. Frame 0 is always given.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -163,8 +163,9 @@ def generate(
     labels: torch.Tensor,
     z: Literal["prior", "mean"] = "prior",
     generator: torch.Generator | None = None,
+    on_frame: Callable[[], None] | None = None,
 ) -> torch.Tensor:
-    """Roll a video out from its first frame and its pose labels, as at test time.
+    """Roll a video out from its first frame and its pose labels, as at test time; `on_frame` is called after each frame.
 
     first_frame: (B, 3, H, W); labels: (B, T, 3, H, W), label 0 belonging to the given frame.
     Each z is drawn from the prior N(0, I) ('prior') or set to its mean, 0 ('mean').
@@ -179,6 +180,8 @@ def generate(
         latent = _latents(latent_shape, z, first_frame, generator)
         prev = model.decode(model.encode_frames(prev), label_features[:, t], latent)
         frames.append(prev)
+        if on_frame is not None:
+            on_frame()
     return torch.stack(frames, dim=1)
 
 
@@ -189,8 +192,10 @@ def one_step(
     labels: torch.Tensor,
     z: Literal["prior", "mean"] = "prior",
     generator: torch.Generator | None = None,
+    on_frame: Callable[[], None] | None = None,
 ) -> torch.Tensor:
-    """Predict every frame t = 1..T-1 from the true frame t-1 and pose t: one step ahead, no drift.
+    """Predict every frame t = 1..T-1 from the true frame t-1 and pose t: one step ahead, no drift;
+    `on_frame` is called after each batch of frames.
 
     A diagnostic beside the rollout: a model that uses the previous frame beats copying it here.
     frames, labels: (B, T, 3, H, W). Returns (B, T, 3, H, W) with the given frame 0 first. The
@@ -208,6 +213,8 @@ def one_step(
         stop = min(start + chunk, steps)
         latent = _latents((batch, stop - start, model.config.N_dim, height, width), z, frames, generator)
         predictions.append(_all_frames(predict, frames[:, start - 1 : stop - 1], labels[:, start:stop], latent))
+        if on_frame is not None:
+            on_frame()
     return torch.cat(predictions, dim=1)
 
 

@@ -3,7 +3,8 @@
     accelerate launch cvae_dist/train.py [--config FILE.yaml] [--flag value ...]
 
 With no arguments it runs the demo: the built-in synthetic dataset (made on first use), the
-`tiny` preset, on whatever device is there. `--help` lists every flag.
+`tiny` preset, on whatever device is there. `--help` lists every flag; `--test` evaluates
+instead of training, as the course's flag does.
 
 The run itself is `cvae_dist.training`: `build` makes its parts, `Loop.fit` trains them.
 """
@@ -21,10 +22,14 @@ if __package__ in (None, ""):
 import os
 import time
 
+from cvae_dist import evaluate
+from cvae_dist.checkpoint import EVAL
 from cvae_dist.config import Config, parse_args
 from cvae_dist.errors import run_command
 from cvae_dist.evaluate import summary_line
 from cvae_dist.training import Loop, Preempted, build
+from cvae_dist.training.precision import make_accelerator
+from cvae_dist.training.preemption import Stopped, StopSignal
 
 DEMO_CONFIG = Path(__file__).resolve().parent / "configs" / "demo.yaml"
 # Exit status after a preemption checkpoint: sysexits' EX_TEMPFAIL, "try again later". A Slurm
@@ -44,16 +49,22 @@ def parse_command_line(argv: list[str]) -> Config:
 
 def _train(config: Config) -> int:
     started = time.perf_counter()
-    loop = Loop(build(config))
     try:
-        evaluation = loop.fit()
-    except Preempted as stop:
+        with StopSignal() as stop:
+            with stop.immediate("start-up"):
+                loop = Loop(build(config), stop)
+            evaluation = loop.fit()
+    except Preempted as preempted:
         if loop.is_main:
             print(
-                f"{stop}: checkpoint {stop.checkpoint}; continue with --resume_from_checkpoint latest "
+                f"{preempted}: checkpoint {preempted.checkpoint}; continue with --resume_from_checkpoint latest "
                 f"(exit status {EXIT_REQUEUE} asks for a requeue)",
                 flush=True,
             )
+        return EXIT_REQUEUE
+    except Stopped as stopped:
+        # Nothing between checkpoints is lost: the run's checkpoints, if any, are all complete.
+        print(f"{stopped}; run the same command again to go on (exit status {EXIT_REQUEUE} asks for a requeue)", file=sys.stderr, flush=True)
         return EXIT_REQUEUE
     if evaluation is not None:
         minutes = (time.perf_counter() - started) / 60
@@ -62,6 +73,22 @@ def _train(config: Config) -> int:
             f"outputs in {config.train.save_root} (eval/ has the CSV, plot and GIF); tensorboard --logdir {config.train.logging_dir or config.train.save_root}"
         )
     return 0
+
+
+def _test(config: Config) -> None:
+    """--test, as the course's: evaluate weights on the validation video instead of training.
+
+    It is `python -m cvae_dist.evaluate`, on the device training would use, on the main process
+    only (an evaluation is one rollout; the other processes have nothing to do)."""
+    train = config.train
+    accelerator = make_accelerator(config)
+    if not accelerator.is_main_process:
+        return
+    weights, flag = (train.ckpt_path, "--ckpt_path") if train.ckpt_path is not None else (train.save_root, "--save_root")
+    # `--flag=value`, so that a path starting with a dash stays a value.
+    argv = [f"--ckpt={weights}", f"--out={Path(train.save_root) / EVAL}", f"--seed={train.seed}", f"--device={accelerator.device}"]
+    argv += [f"--val_vi_len={config.data.val_vi_len}"] + ([f"--DR={config.data.DR}"] if config.data.DR is not None else [])
+    evaluate.evaluate_checkpoint(evaluate.parse_command_line(argv), ckpt_flag=flag)
 
 
 def record_status(status: int) -> None:
@@ -73,7 +100,7 @@ def record_status(status: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    status = run_command(argv, parse_command_line, _train)
+    status = run_command(argv, parse_command_line, lambda config: _test(config) if config.train.test else _train(config))
     record_status(status)
     return status
 

@@ -4,7 +4,8 @@ Written from the course's description of its layers rather than imported from
 cvae_dist, and held to the course's template state dict (tests/data/template_state_dict.json) at its
 default widths by test_interop.py. The course writes `nn.LeakyReLU(True)` (a slope of 1.0) in the
 label encoder and the Gaussian predictor; its Gaussian predictor's forward also draws z, which
-students write, and is left out here.
+students write, and is left out here. `course_rollout` is the test-time loop of its Tester.py, as
+students complete it.
 """
 
 from __future__ import annotations
@@ -143,3 +144,17 @@ class VAE_Model(nn.Module):  # noqa: N801
 def course_model(F_dim=128, L_dim=32, N_dim=12, D_out_dim=192) -> VAE_Model:
     """The course's network at these widths (its argparse defaults unless given)."""
     return VAE_Model(SimpleNamespace(F_dim=F_dim, L_dim=L_dim, N_dim=N_dim, D_out_dim=D_out_dim))
+
+
+@torch.no_grad()
+def course_rollout(model: VAE_Model, first_frame: torch.Tensor, labels: torch.Tensor, N_dim: int, generator: torch.Generator) -> torch.Tensor:
+    """The course's Tester.py loop: each frame from the previous output, its pose and z ~ N(0, I), with no clamp.
+
+    first_frame (3, H, W) and labels (T, 3, H, W) -> (T, 3, H, W), the given frame first; one z of
+    (1, N_dim, H, W) is drawn from `generator` per predicted frame, in order."""
+    frames = [first_frame[None]]
+    for label in labels[1:]:
+        z = torch.randn((1, N_dim, *first_frame.shape[-2:]), generator=generator)
+        fused = model.Decoder_Fusion(model.frame_transformation(frames[-1]), model.label_transformation(label[None]), z)
+        frames.append(model.Generator(fused))
+    return torch.cat(frames)

@@ -77,6 +77,7 @@ def launch_script(script: str, dataset_root: Path, runs: Path, **env: str) -> su
     return result
 
 
+@pytest.mark.slow
 def test_multi_gpu_script_and_config_run_two_gloo_processes_without_a_gpu(dataset_root, tmp_path):
     result = launch_script("multi_gpu.sh", dataset_root, tmp_path / "runs", NUM_GPUS="2")
     assert "world size 2 (MULTI_CPU" in result.stdout
@@ -98,6 +99,7 @@ def test_single_gpu_script_reaches_train_py_with_the_rtx_config(tmp_path):
     assert "usage: cvae_dist/train.py" in result.stdout
 
 
+@pytest.mark.slow
 def test_zero3_config_trains_and_saves_whole_weights(dataset_root, tmp_path):
     pytest.importorskip("deepspeed", reason="DeepSpeed is in the `deepspeed` extra (scripts/setup.sh dev installs it)")
     # Two processes: ZeRO-3 on one process is pointless, and DeepSpeed 0.19 then saves the

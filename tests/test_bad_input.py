@@ -79,6 +79,7 @@ def converted_run(dataset_root, tmp_path_factory):
     return data, save_root
 
 
+@pytest.mark.slow
 def test_convertible_images_are_converted_and_train(converted_run, dataset_root):
     data, save_root = converted_run
     assert (save_root / "checkpoints" / "checkpoint-2" / "model.safetensors").is_file()

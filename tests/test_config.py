@@ -188,3 +188,22 @@ def test_config_file_round_trip_and_digest(tmp_path):
     assert again == config
     assert again.digest() == config.digest()
     assert cfg.parse_args(["--preset", "tiny"]).digest() != config.digest()
+
+
+def test_the_course_flags_that_choose_devices_and_modes_are_accepted(capsys, monkeypatch):
+    config = cfg.parse_args(["--device", "cpu", "--gpu", "1", "--test", "--store_visualization"])
+    assert (config.train.device, config.train.gpu, config.train.test, config.train.store_visualization) == ("cpu", 1, True, True)
+    unset = cfg.parse_args([]).train
+    assert (unset.device, unset.gpu, unset.test, unset.store_visualization) == (None, None, False, False)
+    assert cfg.parse_args(["--device", "cuda"]).train.device == "cuda"
+    with pytest.raises(UserError) as err:
+        cfg.parse_args(["--device", "cuda:1"])
+    assert str(err.value) == "--device must be one of cuda, cpu, got 'cuda:1'"
+    # Where a run computes and what it writes besides its result: a resumed run may change them.
+    assert all(cfg.is_bookkeeping(name) for name in ("device", "gpu", "test", "store_visualization"))
+    monkeypatch.setenv("COLUMNS", "10000")  # one line per flag: argparse would break a path at its hyphens
+    with pytest.raises(SystemExit):
+        cfg.build_parser().parse_args(["--help"])
+    help_text = capsys.readouterr().out
+    for promise in ("Accelerate's cpu=True", "accelerate launch --num_processes N", "as the course's --test does", "eval/rollout-epoch-<E>.gif"):
+        assert promise in help_text

@@ -10,6 +10,9 @@ from safetensors.torch import load_file
 from conftest import REPO, TINY_RUN, accelerate_launch, free_port
 from cvae_dist.checkpoint import load_model
 
+# Real processes end to end: `pytest -m "not slow"` leaves them out.
+pytestmark = pytest.mark.slow
+
 pytest.importorskip("deepspeed", reason="DeepSpeed is in the `deepspeed` extra (scripts/setup.sh dev installs it)")
 
 CONFIGS = REPO / "accelerate_configs"

@@ -12,6 +12,9 @@ from safetensors.torch import load_file
 
 from conftest import REPO, TINY_RUN, accelerate_launch, free_port, run_env
 
+# Real processes end to end: `pytest -m "not slow"` leaves them out.
+pytestmark = pytest.mark.slow
+
 # One epoch of 16 windows = 8 optimizer steps of 2 windows. BatchNorm normalises with running
 # statistics, so its output does not depend on how a batch is split. A teacher-forcing coin per
 # optimizer step at ratio 0.5 (seed 0: 4 of the 8 steps) must be the same for every share of a step.

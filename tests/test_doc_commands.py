@@ -31,6 +31,9 @@ import pytest
 
 from conftest import REPO, TINY_RUN, run_env
 
+# Real processes end to end: `pytest -m "not slow"` leaves them out.
+pytestmark = pytest.mark.slow
+
 DOCUMENTS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 SHELL_LANGUAGES = {"bash", "sh", "console"}
 FENCE = re.compile(r"^```\s*([\w-]*)\s*$")

@@ -36,6 +36,7 @@ def test_compiled_rollout_matches_eager(teacher_forcing):
         torch.testing.assert_close(grad, reference, atol=1e-6, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_compiled_checkpointed_run_saves_the_course_key_names(dataset_root, tmp_path):
     save_root = tmp_path / "run"
     args = [
@@ -61,6 +62,7 @@ def test_compiled_checkpointed_run_saves_the_course_key_names(dataset_root, tmp_
     assert all(torch.isfinite(v).all() for v in weights.values())
 
 
+@pytest.mark.slow
 def test_quick_benchmark_prints_and_writes_every_section(tmp_path):
     out = tmp_path / "bench.json"
     result = subprocess.run(

@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import save_file
 
 from cvae_dist import generate as gen
-from cvae_dist.config import resolve, save_config_file
+from cvae_dist.config import PRESETS, ModelConfig, resolve, save_config_file
 from cvae_dist.data.course import CourseDataset, to_unit_float
 from cvae_dist.model import CVAE
 from cvae_dist.rollout import generate
@@ -81,3 +81,14 @@ def test_a_gif_per_sequence_shows_prediction_and_pose(dataset_root, tmp_path):
         frames = iio.imread(out / f"test_{name}.gif", index=None)
         assert frames.shape[0] == FRAMES
         assert frames.shape[1:3] == (2 * H, 2 * (2 * W + 1))  # prediction | separator | pose, scaled 2x
+
+
+def test_an_unbounded_output_is_clamped_to_pixels_0_to_255_only_in_the_submission(dataset_root):
+    torch.manual_seed(0)
+    model = CVAE(ModelConfig(**PRESETS["tiny"], output_activation="none")).eval()
+    torch.nn.init.normal_(model.Generator[-1].weight, std=2.0)  # frames well outside [0, 1]
+    sequences = [replace(s, labels=s.labels[:8]) for s in CourseDataset(dataset_root, H, W).test()]
+    raw = gen.roll_out_tests(model, sequences, "cpu", z="mean")
+    assert raw.min() < 0 and raw.max() > 1  # the rollout feeds on what the network drew, as the course's does
+    expected = np.rint(raw.clamp(0, 1).numpy() * 255)
+    assert np.array_equal(gen.to_uint8(raw), expected) and expected.min() == 0 and expected.max() == 255

@@ -14,6 +14,9 @@ from conftest import REPO, run_env
 sys.path.insert(0, str(REPO / "benchmarks"))
 import gpu_check  # noqa: E402
 
+# Real processes end to end: `pytest -m "not slow"` leaves them out.
+pytestmark = pytest.mark.slow
+
 
 @pytest.mark.parametrize(
     ("name", "peak"),

@@ -6,15 +6,20 @@ import argparse
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from course_model import course_model
+from conftest import REPO, TINY_RUN, accelerate_launch
+from course_model import course_model, course_rollout
 from cvae_dist import interop
 from cvae_dist.checkpoint import load_model, load_weights_into
 from cvae_dist.config import PRESETS, ModelConfig, resolve, save_config_file
+from cvae_dist.data.course import CourseDataset, Video, to_unit_float
 from cvae_dist.errors import UserError
+from cvae_dist.evaluate import evaluate_video
+from cvae_dist.metrics import average_psnr, psnr_per_frame
 from cvae_dist.model import CVAE
 
 TEMPLATE = json.loads((Path(__file__).parent / "data" / "template_state_dict.json").read_text())
@@ -81,7 +86,7 @@ def test_the_course_network_written_for_these_tests_has_the_template_state_dict(
 
 def test_exported_lab_network_loads_strictly_into_the_course_network(tmp_path):
     model = weights_folder(tmp_path / "ours", {"preset": "lab"})
-    interop.export_course(tmp_path / "ours", tmp_path / "course.ckpt")
+    interop.export_course(tmp_path / "ours", tmp_path / "course.ckpt", force=True)
     exported = torch.load(tmp_path / "course.ckpt", weights_only=True)
     course = course_model()
     course.load_state_dict(exported["state_dict"], strict=True)
@@ -92,7 +97,7 @@ def test_exported_lab_network_loads_strictly_into_the_course_network(tmp_path):
 @pytest.mark.parametrize("widths", OTHER_WIDTHS, ids=lambda w: ",".join(f"{k}={v}" for k, v in w.items()))
 def test_checkpoints_pass_both_ways_at_other_widths_and_predict_the_same(widths, tmp_path):
     weights_folder(tmp_path / "ours", {"preset": "lab", **widths})
-    interop.export_course(tmp_path / "ours", tmp_path / "exported.ckpt")
+    interop.export_course(tmp_path / "ours", tmp_path / "exported.ckpt", force=True)
     course_model(**widths).load_state_dict(torch.load(tmp_path / "exported.ckpt", weights_only=True)["state_dict"], strict=True)
 
     torch.manual_seed(0)
@@ -121,27 +126,85 @@ def test_checkpoints_pass_both_ways_at_other_widths_and_predict_the_same(widths,
         ({"output_activation": "none", "course_leaky_relu": True}, []),
     ],
 )
-def test_export_warns_when_the_course_code_would_predict_otherwise(settings, fixes, tmp_path, capsys):
+def test_export_refuses_weights_the_course_code_would_roll_out_otherwise(settings, fixes, tmp_path, capsys):
+    torch.manual_seed(0)
     weights_folder(tmp_path / "ours", {"preset": "tiny", **settings})
-    assert interop.main(["export", str(tmp_path / "ours"), str(tmp_path / "course.ckpt")]) == 0
+    status = interop.main(["export", str(tmp_path / "ours"), str(tmp_path / "course.ckpt")])
     err = capsys.readouterr().err
     if not fixes:
-        assert err == ""
+        assert (status, err) == (0, "")
         return
+    assert status == 2 and not (tmp_path / "course.ckpt").exists()
     (line,) = err.splitlines()
-    assert line.startswith(f"warning: {tmp_path / 'ours' / 'model.safetensors'} was trained with ")
-    assert "the course's code loads it but predicts differently" in line
+    assert line.startswith(f"error: {tmp_path / 'ours' / 'model.safetensors'} was trained with ")
+    # No dataset recorded: the check rolls random frames out, which the message says.
+    assert "rolled out over 8 random frames" in line and "predicts other frames from frame 1 on" in line
     assert [fix for fix in ("a sigmoid output", "LeakyReLU slope 0.01") if fix in line] == fixes
 
 
 def test_export_of_a_training_checkpoint_carries_its_epoch_tfr_and_optimizer(tiny_run, tmp_path):
     checkpoint = tiny_run / "checkpoints" / "checkpoint-16"
-    interop.export_course(checkpoint, tmp_path / "course.ckpt")
+    interop.export_course(checkpoint, tmp_path / "course.ckpt", force=True)
     exported = torch.load(tmp_path / "course.ckpt", weights_only=True)
     assert exported["last_epoch"] == 2 and exported["tfr"] == 0.0 and exported["lr"] == pytest.approx(1e-3)
     assert len(exported["optimizer"]["state"]) == len(exported["state_dict"]) - 3  # BatchNorm buffers have no Adam state
     tiny = CVAE(ModelConfig(**PRESETS["tiny"]))
     tiny.load_state_dict(exported["state_dict"], strict=True)
+
+
+def course_scores(course_ckpt: Path, video: Video, model: ModelConfig) -> torch.Tensor:
+    """PSNR of each frame of `video` rolled out by the course's network (the checkpoint loaded strictly)
+    and its Tester.py loop, with evaluate's z: a generator seeded 0, one draw a frame."""
+    course = course_model(model.F_dim, model.L_dim, model.N_dim, model.D_out_dim).eval()
+    course.load_state_dict(torch.load(course_ckpt, weights_only=True)["state_dict"], strict=True)
+    truth = to_unit_float(torch.from_numpy(np.array(video.frames)))
+    labels = to_unit_float(torch.from_numpy(np.array(video.labels)))
+    frames = course_rollout(course, truth[0], labels, model.N_dim, torch.Generator().manual_seed(0))
+    # Unclamped, as the course's Tester scores, and as evaluate scores.
+    return psnr_per_frame(frames, truth)
+
+
+@pytest.mark.slow
+def test_the_course_compatible_config_trains_weights_the_course_code_rolls_out_the_same(dataset_root, tmp_path, capsys):
+    run = tmp_path / "course_compatible"
+    config = REPO / interop.COURSE_COMPATIBLE_CONFIG
+    result = accelerate_launch(
+        ["--config", str(config), "--DR", str(dataset_root), "--save_root", str(run), *TINY_RUN, "--num_epoch", "1"], cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert interop.main(["export", str(run), str(tmp_path / "course.ckpt")]) == 0
+    assert capsys.readouterr().err == ""
+
+    model, settings = load_model(run)
+    video = CourseDataset(dataset_root, settings.data.frame_H, settings.data.frame_W, progress=False).val()
+    ours = evaluate_video(model, video, "cpu", seed=0)
+    theirs = course_scores(tmp_path / "course.ckpt", video, settings.model)
+    # The same arithmetic in the same order but for the label encoder's batching: float32 rounding, far below 0.01 dB.
+    torch.testing.assert_close(theirs[1:], ours.psnr[1:], rtol=0, atol=0.01)
+    assert abs(float(average_psnr(theirs)) - ours.average) < 0.01
+
+
+def test_export_refuses_default_weights_naming_the_flags_and_force_exports_them(tiny_run, tmp_path, capsys):
+    out = tmp_path / "course.ckpt"
+    assert interop.main(["export", str(tiny_run), str(out)]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"error: {tiny_run / 'best' / 'model.safetensors'} was trained with a sigmoid output")
+    assert "validation video, the course's code predicts other frames from frame 1 on" in line
+    assert "train with --config cvae_dist/configs/course_compatible.yaml (or --output_activation none --course_leaky_relu)" in line
+    assert line.endswith("or add --force to export these anyway")
+    assert not out.exists()
+
+    assert interop.main(["export", str(tiny_run), str(out), "--force"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == f"wrote {out}\n"
+    (warning,) = captured.err.splitlines()
+    assert warning.startswith("warning: ") and warning.endswith("; exporting anyway (--force)")
+    # What the check guards against: the course's code rolls these weights out far worse than cvae-dist does.
+    model, settings = load_model(tiny_run)
+    video = CourseDataset(settings.data.DR, settings.data.frame_H, settings.data.frame_W, progress=False).val()
+    ours = evaluate_video(model, video, "cpu", seed=0)
+    theirs = float(average_psnr(course_scores(out, video, settings.model)))
+    assert not theirs >= ours.average - 1, theirs  # NaN, a rollout that diverged, counts as worse too
 
 
 def test_import_reads_with_weights_only_and_refuses_pickled_objects(tmp_path):

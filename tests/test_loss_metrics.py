@@ -7,8 +7,13 @@ import math
 import pytest
 import torch
 
+from cvae_dist.config import PRESETS, ModelConfig
+from cvae_dist.data.course import Video, to_unit_float
+from cvae_dist.evaluate import evaluate_video
 from cvae_dist.loss import cvae_loss, kl_per_frame
-from cvae_dist.metrics import average_psnr, course_psnr, psnr_per_frame
+from cvae_dist.metrics import average_psnr, course_psnr, psnr_per_frame, ssim_per_frame
+from cvae_dist.model import CVAE
+from cvae_dist.rollout import generate, one_step
 
 
 def course_kl_criterion(mu, logvar, batch_size):
@@ -63,3 +68,24 @@ def test_average_over_predicted_frames_and_the_course_denominator():
     psnr = torch.tensor([100.0] + [30.0] * 629)
     assert average_psnr(psnr).item() == pytest.approx(30.0)
     assert average_psnr(psnr, course_scoring=True).item() == pytest.approx(30.0 * 629 / 628)
+
+
+def test_evaluation_scores_the_network_output_unclamped_as_the_course_does():
+    torch.manual_seed(0)
+    model = CVAE(ModelConfig(**PRESETS["tiny"], output_activation="none")).eval()
+    torch.nn.init.normal_(model.Generator[-1].weight, std=0.5)  # frames well outside [0, 1]
+    frames = torch.randint(0, 256, (6, 3, 32, 64), dtype=torch.uint8)
+    video = Video(frames=frames.numpy(), labels=torch.randint(0, 256, (6, 3, 32, 64), dtype=torch.uint8).numpy())
+    truth, labels = to_unit_float(frames), to_unit_float(torch.from_numpy(video.labels))
+    with torch.no_grad():
+        pred = generate(model, truth[:1], labels[None], z="mean")[0]
+        ahead = one_step(model, truth[None], labels[None], z="mean")[0]
+    assert pred.min() < 0 or pred.max() > 1
+
+    evaluation = evaluate_video(model, video, "cpu", z="mean")
+    torch.testing.assert_close(evaluation.pred, pred)
+    torch.testing.assert_close(evaluation.psnr, psnr_per_frame(pred, truth))
+    torch.testing.assert_close(evaluation.ssim, ssim_per_frame(pred, truth))
+    torch.testing.assert_close(evaluation.one_step_psnr, psnr_per_frame(ahead, truth))
+    # A clamp only ever moves a prediction towards the truth's range: it would have scored higher.
+    assert evaluation.average < float(average_psnr(psnr_per_frame(pred.clamp(0, 1), truth)))

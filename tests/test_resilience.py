@@ -25,6 +25,9 @@ from conftest import REPO, TINY_RUN, run_env
 from cvae_dist import checkpoint as ckpt
 from cvae_dist.train import EXIT_REQUEUE
 
+# Real processes end to end: `pytest -m "not slow"` leaves them out.
+pytestmark = pytest.mark.slow
+
 STEPS = 16  # 2 epochs of 8 optimizer steps
 FINAL = f"checkpoints/checkpoint-{STEPS}"
 

@@ -25,13 +25,15 @@ from cvae_dist import checkpoint as ckpt
 from cvae_dist.sweep import load_grid, point_name
 from local_slurm import LocalSlurm, unavailable_reason
 
+# Real processes end to end: `pytest -m "not slow"` leaves them out.
+pytestmark = pytest.mark.slow
+
 TINY_BASE = """\
 base:
   preset: tiny
   train_vi_len: 8
   val_vi_len: 8
   batch_size: 2
-  num_workers: 0
   lr_milestones: []
   log_every: 1
   num_epoch: 1
@@ -273,6 +275,26 @@ def test_a_sweep_task_signalled_to_stop_checkpoints_requeues_itself_and_finishes
     assert (run / "exit_status").read_text() == "0\n"
 
 
+def test_the_shipped_kl_grid_runs_as_the_readme_submits_it(slurm, dataset_root, tmp_path):
+    """`sbatch slurm/sweep.sh slurm/grids/kl_annealing.yaml --DR ...`: the script's own array over the
+    shipped grid with its defaults (the loader's workers included), made small by size flags only.
+    The script finds the grid in the repository (CVAE_DIST_DIR), so it is submitted from a scratch folder."""
+    size = ["--preset", "tiny", "--num_epoch", "1", "--train_vi_len", "8", "--val_vi_len", "8"]
+    started = time.perf_counter()
+    sbatch(
+        slurm,
+        [*CPU_RESOURCES, str(REPO / "slurm" / "sweep.sh"), "slurm/grids/kl_annealing.yaml", "--DR", str(dataset_root), *size],
+        cwd=tmp_path,
+        LOG_ROOT=str(tmp_path / "runs"),
+    )
+    print(f"the shipped KL grid, 8 tiny runs: {time.perf_counter() - started:.1f} s")
+    runs = sorted((tmp_path / "runs").iterdir())
+    assert len(runs) == 8
+    for run in runs:
+        assert (run / "exit_status").read_text() == "0\n", run
+        assert (run / "eval" / "rollout.gif").is_file() and not (run / ".run.lock").exists(), run
+
+
 def test_multinode_script_runs_one_training_over_two_tasks(slurm, dataset_root, tmp_path):
     save_root = tmp_path / "run"
     flags = [
@@ -284,8 +306,6 @@ def test_multinode_script_runs_one_training_over_two_tasks(slurm, dataset_root, 
         "8",
         "--val_vi_len",
         "8",
-        "--num_workers",
-        "0",
         "--lr_milestones",
         "--num_epoch",
         "1",

@@ -254,6 +254,7 @@ def test_background_is_grey_away_from_the_dancer(dataset):
 # --------------------------------------------------------------------------- baselines
 
 
+@pytest.mark.slow
 def test_baselines_are_in_the_course_range_and_match_the_files(tmp_path):
     """Copying the first frame scores 16-23 dB on val and on every test video, as on the course's data."""
     root = _generate(tmp_path / "full", train_frames=16, clip_frames=16, val_frames=630, test_frames=630, test_sequences=5, workers=2)

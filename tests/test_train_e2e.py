@@ -128,6 +128,7 @@ def test_a_kl_schedule_that_never_rises_is_warned_about_once(run):
     ]
 
 
+@pytest.mark.slow
 def test_resume_mid_epoch_reproduces_the_uninterrupted_run(run, tmp_path):
     save_root, args, _ = run
     resumed_root = tmp_path / "resumed"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,7 +20,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from cvae_dist.errors import UserError
+from cvae_dist.errors import UserError, disk_full
 
 CACHE_VERSION = 1
 
@@ -78,14 +79,44 @@ def default_cache_dir(root: Path) -> Path:
 def load_frames(paths: list[Path], height: int, width: int, cache_dir: Path, name: str, progress: bool = True) -> np.ndarray:
     """All `paths` as one (N, 3, H, W) uint8 array, decoded once and memory-mapped afterwards."""
     target = cache_dir / f"{name}-{len(paths)}x{height}x{width}-{cache_key(paths, height, width)}.npy"
-    if not target.exists():
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        frames = decode_all(paths, height, width, desc=f"decoding {name}", progress=progress)
-        # Written under a temporary name and renamed, so a reader never sees half a cache.
-        with tempfile.NamedTemporaryFile(dir=cache_dir, suffix=".npy.tmp", delete=False) as handle:
+    cached = open_cache(target, (len(paths), 3, height, width))
+    if cached is not None:
+        return cached
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    frames = decode_all(paths, height, width, desc=f"decoding {name}", progress=progress)
+    # Written under a temporary name and renamed, so a reader never sees half a cache.
+    handle = tempfile.NamedTemporaryFile(dir=cache_dir, suffix=".npy.tmp", delete=False)
+    try:
+        with handle:
             np.save(handle, frames)
+        os.chmod(handle.name, 0o644)  # readable like the dataset beside it, not private as a temporary file is
         os.replace(handle.name, target)
+    except BaseException as err:  # a full disk, or a stop signal
+        Path(handle.name).unlink(missing_ok=True)
+        full = disk_full(
+            err, cache_dir, f"the frame cache of {name}", "nothing was trained yet; free some space (or set XDG_CACHE_HOME) and run again"
+        )
+        if full is not None:
+            raise full from None
+        raise
     return np.load(target, mmap_mode="r")
+
+
+def open_cache(path: Path, shape: tuple[int, ...]) -> np.ndarray | None:
+    """The cached frames at `path`, memory-mapped; None if there are none, or (with a note) if the
+    file is cut short or is not frames of `shape`, so that it is built again."""
+    if not path.exists():
+        return None
+    try:
+        frames = np.load(path, mmap_mode="r")
+        problem = None if frames.shape == shape and frames.dtype == np.uint8 else f"holds {frames.dtype} {frames.shape}, not uint8 {shape}"
+    except (ValueError, OSError, EOFError) as err:  # a truncated file cannot be mapped
+        problem = str(err)
+    if problem is None:
+        return frames
+    print(f"note: {path}: damaged frame cache ({problem}); building it again", file=sys.stderr, flush=True)
+    path.unlink()
+    return None
 
 
 def decode_all(paths: list[Path], height: int, width: int, desc: str, progress: bool) -> np.ndarray:
@@ -95,7 +126,11 @@ def decode_all(paths: list[Path], height: int, width: int, desc: str, progress: 
         frames[index] = read_rgb(paths[index], height, width)
 
     # PIL releases the GIL while it inflates and resizes, so threads use every core.
-    with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
+    pool = ThreadPoolExecutor(max_workers=os.cpu_count())
+    try:
         for _ in tqdm(pool.map(decode, range(len(paths))), total=len(paths), desc=desc, disable=not progress, unit="img"):
             pass
+    finally:
+        # On a stop signal or a bad image, the images not yet started are dropped, not decoded first.
+        pool.shutdown(cancel_futures=True)
     return frames

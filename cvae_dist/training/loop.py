@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -12,7 +13,7 @@ from tqdm.auto import tqdm
 
 from cvae_dist import checkpoint as ckpt
 from cvae_dist.data.course import to_unit_float
-from cvae_dist.evaluate import Evaluation, evaluate_video, write_evaluation
+from cvae_dist.evaluate import Evaluation, evaluate_video, write_evaluation, write_gif
 from cvae_dist.loss import cvae_loss
 from cvae_dist.rollout import latent_noise, recalibrate_batchnorm
 from cvae_dist.schedules import Schedules
@@ -21,7 +22,7 @@ from cvae_dist.training.averages import Averages
 from cvae_dist.training.build import Parts
 from cvae_dist.training.guard import NonFiniteGuard
 from cvae_dist.training.precision import device_note
-from cvae_dist.training.preemption import Preempted, StopSignal
+from cvae_dist.training.preemption import Preempted, StopSignal, shut_down_workers
 from cvae_dist.training.run_folder import RunFolder
 from cvae_dist.training.state import TrainingState
 
@@ -29,8 +30,9 @@ from cvae_dist.training.state import TrainingState
 class Loop:
     """Fits a run's parts: `fit` runs the epochs, `train_epoch` its batches, `train_batch` one of them, `validate` the rollout."""
 
-    def __init__(self, parts: Parts):
-        self.parts, self.config, self.accelerator = parts, parts.config, parts.accelerator
+    def __init__(self, parts: Parts, stop: StopSignal | None = None):
+        # Without a StopSignal entered by the command (a benchmark, a notebook), signals keep their usual effect.
+        self.parts, self.config, self.accelerator, self.stop = parts, parts.config, parts.accelerator, stop or StopSignal()
         self.model, self.optimizer, self.scheduler = parts.model, parts.optimizer, parts.scheduler
         self.state = TrainingState(tfr=self.config.method.tfr)
         self.accelerator.register_for_checkpointing(self.state)
@@ -42,25 +44,44 @@ class Loop:
 
     def fit(self) -> Evaluation | None:
         """Train (or go on training) for --num_epoch epochs, then evaluate the best weights (the evaluation on the main process)."""
-        train, state = self.config.train, self.state
         try:
-            with StopSignal(self.accelerator.num_processes) as self.stop:
-                self._start()
-                total = sum(self.parts.steps_in_epoch(e) for e in range(train.num_epoch))
-                self.progress = tqdm(total=total, initial=state.step, desc="training", unit="step", disable=not self.is_main, dynamic_ncols=True)
-                with self.progress:  # closed on any exit, so that an error message starts on its own line
-                    while state.epoch < train.num_epoch:
-                        means = self.train_epoch()
-                        state.epoch += 1
-                        self.scheduler.step()
-                        self.accelerator.log(means, step=state.epoch)
-                        if state.epoch % train.eval_every == 0 or state.epoch == train.num_epoch:
-                            self.validate()
-                        self._save("epoch")
+            self.stop.agree_across(self.accelerator.num_processes)
+            self._start()
+            with self.stop.deferred():
+                self._train_epochs()
+            with self.stop.immediate("the final evaluation"):
+                return self.finish()
         except BaseException:
             self.accelerator.end_training()  # flush what TensorBoard has of a run that stops early
             raise
-        return self.finish()
+        finally:
+            self.folder.release()
+
+    def _train_epochs(self) -> None:
+        """The epochs not yet trained, each followed by its validation and checkpoint; the loader's workers end with them."""
+        train, state = self.config.train, self.state
+        total = sum(self.parts.steps_in_epoch(e) for e in range(train.num_epoch))
+        self.progress = tqdm(total=total, initial=state.step, desc="training", unit="step", disable=not self.is_main, dynamic_ncols=True)
+        try:
+            with self.progress:  # closed on any exit, so that an error message starts on its own line
+                if state.validation_due:  # a stop cut the last validation short
+                    self._end_epoch()
+                while state.epoch < train.num_epoch:
+                    means = self.train_epoch()
+                    state.epoch += 1
+                    self.scheduler.step()
+                    self.accelerator.log(means, step=state.epoch)
+                    state.validation_due = state.epoch % train.eval_every == 0 or state.epoch == train.num_epoch
+                    self._end_epoch()
+        finally:
+            shut_down_workers(self.parts.loader)
+
+    def _end_epoch(self) -> None:
+        """The epoch's validation if due (a stop during it checkpoints with it still due), then its checkpoint."""
+        if self.state.validation_due:
+            self.validate()
+            self.state.validation_due = False
+        self._save("epoch")
 
     def _start(self) -> None:
         """Resume if the run folder says so; then open the log. Notes come after every check, so that bad input ends in one line."""
@@ -93,6 +114,17 @@ class Loop:
         if state.batch_in_epoch:
             batches = self.accelerator.skip_first_batches(loader, state.batch_in_epoch)
             batches.set_epoch(epoch)  # a fresh loader would otherwise restart at epoch 0's order
+        try:
+            means = self._train_batches(batches)
+        finally:
+            if batches is not loader:  # the skipping loader has workers of its own
+                shut_down_workers(batches)
+        state.batch_in_epoch = 0
+        return EPOCH.of({**means, **self._schedule_values()})
+
+    def _train_batches(self, batches) -> dict[str, float]:
+        """Train on `batches`; returns their averages."""
+        state, epoch = self.state, self.state.epoch
         self.progress.set_description(f"epoch {epoch + 1}/{self.config.train.num_epoch}")
         self.model.train()
         since_log, whole_epoch = Averages(self.accelerator), Averages(self.accelerator)
@@ -109,8 +141,7 @@ class Loop:
                     self.accelerator.log(TRAIN.of({**means, **self._schedule_values()}), step=state.step)
                     self.progress.set_postfix(loss=f"{means['loss']:.4g}", refresh=False)
                 self._after_step(last_in_epoch=state.batch_in_epoch == self.parts.batches_in_epoch(epoch))
-        state.batch_in_epoch = 0
-        return EPOCH.of({**whole_epoch.pop(), **self._schedule_values()})
+        return whole_epoch.pop()
 
     def _schedule_values(self) -> dict[str, float]:
         return {"beta": self.state.beta, "tfr": self.state.tfr, "lr": self.scheduler.get_last_lr()[0]}
@@ -118,12 +149,16 @@ class Loop:
     def _after_step(self, last_in_epoch: bool) -> None:
         """The checkpoint due every --checkpointing_steps (the epoch's last step saves as the epoch's),
         and a stop if a signal asked for one."""
+        self._stop_if_agreed()
+        if not last_in_epoch:
+            self._save("steps")
+
+    def _stop_if_agreed(self) -> None:
+        """At a point every process reaches alike: if the processes agree that a signal asked to stop, checkpoint and stop."""
         stop = self.stop.agreed()
         if stop:
             saved = self._save("preemption")
             raise Preempted(signal.Signals(stop).name, self.state.step, saved or self.folder.latest())
-        if not last_in_epoch:
-            self._save("steps")
 
     def _save(self, reason: str) -> Path | None:
         # None while non-finite steps are being skipped, so that the newest checkpoint stays the last good one.
@@ -168,11 +203,14 @@ class Loop:
         }
 
     def validate(self) -> Evaluation:
-        """Roll out the validation video; every process runs it so sharded models can gather weights."""
+        """Roll out the validation video; every process runs it so sharded models can gather weights.
+
+        A lab-sized rollout on a CPU outlasts Slurm's wait between SIGTERM and SIGKILL, so the
+        processes agree on a stop after every frame and checkpoint with the validation still due."""
         model, state = self.accelerator.unwrap_model(self.model), self.state
         with self.parts.precision.autocast():
             recalibrate_batchnorm(model, self._recalibration_labels())
-        evaluation = self._evaluate(model)
+        evaluation = self._evaluate(model, on_frame=self._stop_if_agreed)
         improved = evaluation.average > state.best_psnr
         if improved:
             state.best_psnr, state.best_epoch = evaluation.average, state.epoch
@@ -189,6 +227,8 @@ class Loop:
                 step=state.epoch,
             )
             self._log_strip(VAL.rollout, evaluation)
+            if self.config.train.store_visualization:
+                write_gif(evaluation, self.parts.val_video, self.folder.root / ckpt.EVAL / f"rollout-epoch-{state.epoch}.gif")
             self.progress.write(
                 f"epoch {state.epoch}: validation PSNR {evaluation.average:.2f} dB"
                 + (" (best)" if improved else "")
@@ -196,10 +236,16 @@ class Loop:
             )
         return evaluation
 
-    def _evaluate(self, model) -> Evaluation:
+    def _evaluate(self, model, on_frame: Callable[[], None] | None = None) -> Evaluation:
         data, device = self.config.data, self.accelerator.device
         return evaluate_video(
-            model, self.parts.val_video, device, data.val_vi_len, seed=self.config.train.seed, autocast=self.parts.precision.autocast
+            model,
+            self.parts.val_video,
+            device,
+            data.val_vi_len,
+            seed=self.config.train.seed,
+            autocast=self.parts.precision.autocast,
+            on_frame=on_frame,
         )
 
     def _recalibration_labels(self):

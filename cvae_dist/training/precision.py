@@ -17,19 +17,22 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, DistributedType, InitProcessGroupKwargs, ProjectConfiguration
 
-from cvae_dist.config import Config
+from cvae_dist.config import Config, TrainConfig
+from cvae_dist.errors import UserError
 
 HALF = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def make_accelerator(config: Config) -> Accelerator:
-    """The run's Accelerator: whatever device is there, gloo where there is no GPU, DeepSpeed's config fixed for this run."""
+    """The run's Accelerator: the --device asked for (unset: whatever is there), gloo where there is no GPU, DeepSpeed's config fixed for this run."""
     train = config.train
-    on_cpu = not (torch.cuda.is_available() or torch.backends.mps.is_available())
+    processes = int(os.environ.get("WORLD_SIZE", "1"))
+    check_course_device_flags(train, processes)
+    on_cpu = train.device == "cpu" or not (torch.cuda.is_available() or torch.backends.mps.is_available())
     deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
     # Several CPU processes (tests, laptops) talk over gloo, and so does DeepSpeed without a GPU
     # (it would otherwise ask for NCCL or oneCCL).
-    gloo = on_cpu and (deepspeed or int(os.environ.get("WORLD_SIZE", "1")) > 1)
+    gloo = on_cpu and (deepspeed or processes > 1)
     accelerator = Accelerator(
         # cpu=True silently turns DeepSpeed off; without it Accelerate still lands on the CPU.
         cpu=on_cpu and not deepspeed,
@@ -43,6 +46,11 @@ def make_accelerator(config: Config) -> Accelerator:
         # Batches come from pinned memory (on CUDA), so their copy to the device need not wait.
         dataloader_config=DataLoaderConfiguration(non_blocking=True),
     )
+    if train.device is not None and accelerator.device.type != train.device:
+        raise UserError(
+            f"--device {train.device}: the launcher put this process on {accelerator.device.type} "
+            "(`accelerate launch --cpu` or use_cpu in its config forces the CPU; DeepSpeed takes a GPU wherever one is visible)"
+        )
     if accelerator.mixed_precision == "fp16" and accelerator.device.type == "cpu" and accelerator.is_main_process:
         print(
             "warning: --mixed_precision fp16 does nothing on a CPU (Accelerate trains in fp32 there); use bf16 for mixed precision on a CPU",
@@ -52,6 +60,17 @@ def make_accelerator(config: Config) -> Accelerator:
     if uses_deepspeed(accelerator):
         _fix_deepspeed_config(accelerator.state.deepspeed_plugin.deepspeed_config, config)
     return accelerator
+
+
+def check_course_device_flags(train: TrainConfig, processes: int) -> None:
+    """The course's --device cuda needs a GPU, and its --gpu count must be the `processes` the launcher started."""
+    if train.device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA GPU is visible here; use --device cpu, or leave --device out to use whatever device there is")
+    if train.gpu is not None and train.gpu != processes:
+        raise UserError(
+            f"--gpu {train.gpu}: this run has {processes} process(es); each process drives one GPU and the launcher starts them: "
+            "`accelerate launch --num_processes N` trains on N GPUs, and CUDA_VISIBLE_DEVICES picks which"
+        )
 
 
 def _fix_deepspeed_config(deepspeed_config: dict, config: Config) -> None:

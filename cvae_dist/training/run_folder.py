@@ -3,6 +3,7 @@ each process writes its part of and the main process seals (checkpoint.py has th
 
 from __future__ import annotations
 
+import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -12,8 +13,9 @@ from accelerate.utils import broadcast_object_list
 
 from cvae_dist import checkpoint as ckpt
 from cvae_dist.config import Config
-from cvae_dist.errors import UserError
+from cvae_dist.errors import UserError, disk_full
 from cvae_dist.training.precision import uses_deepspeed
+from cvae_dist.training.run_lock import RunLock
 
 
 class RunFolder:
@@ -22,6 +24,7 @@ class RunFolder:
     def __init__(self, accelerator: Accelerator, config: Config, model):
         self.accelerator, self.config, self.model = accelerator, config, model
         self.root = Path(config.train.save_root)
+        self.lock = RunLock(self.root)
 
     @property
     def is_main(self) -> bool:
@@ -47,10 +50,29 @@ class RunFolder:
         return folder
 
     def _choose_start(self) -> Path | None:
-        folder, notes = ckpt.choose_start(self.config)
-        for note in notes:
+        notes = self._lock()
+        try:
+            folder, more = ckpt.choose_start(self.config)
+        except BaseException:
+            self.release()
+            raise
+        for note in notes + more:
             print(note, file=sys.stderr, flush=True)
         return folder
+
+    def _lock(self) -> list[str]:
+        """Make the folder if needed and take its lock: one run writes into a folder at a time."""
+        if self.root.exists() and not self.root.is_dir():
+            raise UserError(f"--save_root {self.root}: a file, not a folder")
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            return self.lock.acquire()
+        except OSError as err:
+            raise UserError(f"--save_root {self.root}: cannot write there ({err.strerror or err})") from None
+
+    def release(self) -> None:
+        """Give the folder's lock back (the main process holds it)."""
+        self.lock.release()
 
     def _decided_on_main(self, decide: Callable):
         """Run `decide` on the main process only and give every process its result (or its UserError)."""
@@ -111,6 +133,22 @@ class RunFolder:
             self.accelerator.wait_for_everyone()
             if self.is_main:
                 ckpt.seal(staging, folder, self.config, step=step, epoch=epoch, reason=reason)
-        except OSError as err:
-            raise UserError(f"{folder}: cannot write the checkpoint ({err.strerror or err}); the earlier ones are intact") from None
+        except (OSError, RuntimeError) as err:
+            shutil.rmtree(staging, ignore_errors=True)
+            intact = self._intact_note(folder)
+            full = disk_full(err, folder, "the checkpoint", intact)
+            if full is not None:
+                raise full from None
+            if isinstance(err, OSError):
+                raise UserError(f"{folder}: cannot write the checkpoint ({err.strerror or err}); {intact}") from None
+            raise
         self.accelerator.wait_for_everyone()
+
+    def _intact_note(self, failed: Path) -> str:
+        """What a failed write of `failed` leaves to go on from."""
+        if failed.name == ckpt.BEST:
+            return f"{failed} keeps the best weights so far"
+        latest = self.latest()
+        if latest is None:
+            return "no checkpoint was complete yet: a new run starts from scratch"
+        return f"--resume_from_checkpoint latest will use {latest}"

@@ -29,6 +29,8 @@ class TrainingState:
     """Optimizer steps skipped because their loss or gradient was not finite."""
     nonfinite_streak: int = 0
     """Of those, how many in a row up to the latest step."""
+    validation_due: bool = False
+    """The last epoch's validation has not run yet (a stop cut it short); a resume runs it first."""
 
     def state_dict(self) -> dict:
         return dataclasses.asdict(self)

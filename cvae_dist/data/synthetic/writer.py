@@ -24,6 +24,7 @@ from cvae_dist.data.images import resized
 from cvae_dist.data.synthetic.look import COURSE_PERFORMER, Performer, sample_performer
 from cvae_dist.data.synthetic.motion import DEFAULT_FPS, MAX_FPS, MIN_FPS, Performance, performance
 from cvae_dist.data.synthetic.render import render_frame, render_label
+from cvae_dist.processes import running
 
 GENERATOR = "cvae_dist.data.synthetic"
 # 3: one performer in every split by default, walking across the stage, turning and crouching.
@@ -282,18 +283,8 @@ def _remove_abandoned_staging(root: Path) -> None:
     """Staging folders of earlier runs whose process is gone (killed before it could clean up)."""
     for staging in root.parent.glob(f"{root.name}.tmp-*"):
         pid = staging.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not _running(int(pid)):
+        if pid.isdigit() and not running(int(pid)):
             _remove(staging)
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
 
 
 def _move_into_place(staging: Path, root: Path) -> None:
