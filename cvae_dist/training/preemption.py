@@ -159,7 +159,11 @@ def shut_down_workers(loader: DataLoader) -> None:
 def _kill_lingering_workers() -> None:
     """The last guard: at exit, kill worker processes still alive, before multiprocessing's own exit
     hook (registered earlier, so run later) would send them a SIGTERM they ignore and wait forever."""
-    for child in multiprocessing.active_children():
-        if child.daemon:
-            child.kill()
-            child.join(timeout=5)
+    if hasattr(signal, "SIGCHLD"):
+        # torch's SIGCHLD handler would take these deaths for a crash and raise in the middle of this hook.
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    workers = [child for child in multiprocessing.active_children() if child.daemon]
+    for worker in workers:
+        worker.kill()
+    for worker in workers:
+        worker.join(timeout=5)
