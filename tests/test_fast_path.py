@@ -16,6 +16,7 @@ from cvae_dist.loss import cvae_loss
 from cvae_dist.model import CVAE
 
 
+@pytest.mark.slow  # compiles twice
 @pytest.mark.parametrize("teacher_forcing", [True, False])
 def test_compiled_rollout_matches_eager(teacher_forcing):
     # aot_eager traces through dynamo and AOTAutograd as inductor does, without minutes of C++ codegen on a CPU.
