@@ -114,8 +114,8 @@ def open_cache(path: Path, shape: tuple[int, ...]) -> np.ndarray | None:
         problem = str(err)
     if problem is None:
         return frames
+    # Not removed here: the rebuilt cache replaces it in one rename, as any cache is written.
     print(f"note: {path}: damaged frame cache ({problem}); building it again", file=sys.stderr, flush=True)
-    path.unlink()
     return None
 
 
