@@ -20,8 +20,8 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from common import REPO, accelerate_launch, markdown_table, repo_env
+
 sys.path.insert(0, str(REPO / "tests"))
 
 DEMO_CONFIG = REPO / "cvae_dist" / "configs" / "demo.yaml"
@@ -42,26 +42,9 @@ def make_data(kind: str, seed: int, root: Path, train_frames: int) -> Path:
 
 def train(data: Path, save_root: Path, threads: int) -> float:
     """The demo's recipe on `data`; returns the wall time in minutes."""
-    command = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--config_file",
-        str(REPO / "accelerate_configs" / "cpu.yaml"),
-        "--num_cpu_threads_per_process",
-        str(threads),
-        str(REPO / "cvae_dist" / "train.py"),
-        "--config",
-        str(DEMO_CONFIG),
-        "--DR",
-        str(data),
-        "--save_root",
-        str(save_root),
-        "--overwrite",
-    ]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    flags = ["--config", str(DEMO_CONFIG), "--DR", str(data), "--save_root", str(save_root), "--overwrite"]
     began = time.perf_counter()
-    subprocess.run(command, check=True, env=env)
+    subprocess.run(accelerate_launch("cpu.yaml", ["--num_cpu_threads_per_process", str(threads)], flags), check=True, env=repo_env())
     return (time.perf_counter() - began) / 60
 
 
@@ -108,10 +91,7 @@ def main(argv=None) -> int:
             save_root = args.out / f"{kind}-seed{seed}"
             minutes = train(data, save_root, args.threads)
             rows.append(row(kind, seed, scores(save_root / "eval" / "psnr_per_frame.csv"), minutes))
-    print("| " + " | ".join(COLUMNS) + " |")
-    print("|" + " --- |" * len(COLUMNS))
-    for cells in rows:
-        print("| " + " | ".join(cells) + " |")
+    print(markdown_table(list(COLUMNS), rows))
     return 0
 
 

@@ -1,12 +1,17 @@
-"""Run folders and checkpoints: where they live, writing them safely, and choosing one to resume.
+"""Checkpoint files: where they live, writing them safely, checking them, finding one to resume, loading weights.
 
 ```
 SAVE_ROOT/config.yaml                       the run's resolved settings
 SAVE_ROOT/checkpoints/checkpoint-<step>/    Accelerate save_state (model.safetensors, optimizer,
-                                            scheduler, RNG, training state) + config.yaml + manifest.json
-SAVE_ROOT/best/                             model.safetensors + config.yaml + manifest.json of the
-                                            best validation PSNR
+                                            scheduler, RNG, training state) + config.yaml + config.json + manifest.json
+SAVE_ROOT/best/                             model.safetensors + config.yaml + config.json + manifest.json
+                                            of the best validation PSNR
 ```
+
+Every weights folder (these, and `interop import`'s) is also a save_pretrained folder: its
+config.json is the network's settings as huggingface_hub writes them, so `CVAE.from_pretrained`
+reads it. `find_weights` reads both layouts, and folders written before config.json was added.
+Which checkpoint a run starts from is the run folder's decision (training/run_folder.py).
 
 A checkpoint is written into a hidden staging folder (`.checkpoint-<step>.partial`), sealed with
 `manifest.json` (step, epoch, why it was written, the run's settings hash, and the size and
@@ -18,18 +23,20 @@ check, and `--resume_from_checkpoint latest` falls back to the newest intact one
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
 import re
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from cvae_dist.config import Config, is_bookkeeping, load_config_file, save_config_file
+from cvae_dist.config import Config, from_flat, load_config_file, save_config_file
 from cvae_dist.errors import UserError
 from cvae_dist.model import CVAE
 from cvae_dist.tracking import TB_PROJECT
@@ -39,6 +46,8 @@ BEST = "best"
 WEIGHTS = "model.safetensors"
 CONFIG = "config.yaml"
 MANIFEST = "manifest.json"
+# The network's settings as huggingface_hub's save_pretrained writes them, so that CVAE.from_pretrained reads a run's folders too.
+MODEL_CONFIG = "config.json"
 EVAL = "eval"
 MANIFEST_FORMAT = 1
 _STEP = re.compile(r"^checkpoint-(\d+)$")
@@ -80,8 +89,8 @@ def clear_staging(folder: Path) -> Path:
 
 
 def seal(staging: Path, folder: Path, config: Config, *, step: int, epoch: int, reason: str) -> None:
-    """Add config.yaml and the manifest to a written staging folder, flush it, and rename it to `folder`."""
-    write_config(config, staging)
+    """Add the configs (write_weights_config) and the manifest to a written staging folder, flush it, and rename it to `folder`."""
+    write_weights_config(config, staging)
     files = {path.relative_to(staging).as_posix(): {"bytes": path.stat().st_size, "sha256": sha256(path)} for path in _files(staging)}
     manifest = {
         "format": MANIFEST_FORMAT,
@@ -144,6 +153,13 @@ def write_config(config: Config, folder: Path) -> None:
     temporary = folder / f".{CONFIG}.tmp"
     save_config_file(config, temporary)
     os.replace(temporary, folder / CONFIG)
+
+
+def write_weights_config(config: Config, folder: Path) -> None:
+    """What every weights folder carries beside model.safetensors: config.yaml, the run's settings, which
+    our loaders read, and config.json, the network's, as save_pretrained writes it for CVAE.from_pretrained."""
+    write_config(config, folder)
+    (folder / MODEL_CONFIG).write_text(json.dumps(dataclasses.asdict(config.model), sort_keys=True, indent=2) + "\n")
 
 
 def sha256(path: Path) -> str:
@@ -230,7 +246,7 @@ def check_compatible(expected: dict[str, torch.Tensor], weights: Path) -> None:
         raise UserError(f"{weights}: {'missing' if missing else 'unexpected'} key '{key}' ({len(missing)} missing, {len(unexpected)} unexpected)")
 
 
-# ---- choosing where a run starts ---------------------------------------------------------------
+# ---- finding a checkpoint to resume, and clearing a run ---------------------------------------------
 
 
 def resolve_resume(save_root: str | Path, resume_from: str) -> tuple[Path | None, list[str]]:
@@ -262,76 +278,6 @@ def resolve_resume(save_root: str | Path, resume_from: str) -> tuple[Path | None
     )
 
 
-def holds_run(save_root: Path) -> bool:
-    return (save_root / CONFIG).exists() or (save_root / BEST).exists() or bool(list_checkpoints(save_root))
-
-
-def differences(before: Config, after: Config) -> str:
-    """'lr 0.001 -> 0.01, num_epoch 2 -> 3': the settings that make `after` another run than `before`."""
-    old, new = before.flat(), after.flat()
-    changed = [f"{k} {old[k]} -> {new[k]}" for k in new if not is_bookkeeping(k) and old.get(k) != new[k]]
-    return ", ".join(changed[:4]) + (f" and {len(changed) - 4} more" if len(changed) > 4 else "")
-
-
-def choose_start(config: Config) -> tuple[Path | None, list[str]]:
-    """The checkpoint a run starts from (None: from scratch), after checking it may use its folder.
-
-    A folder that holds a run with other settings is refused unless the user resumes it or
-    overwrites it. A folder that holds a run with the same settings is continued from its
-    latest checkpoint: re-running a command neither loses a finished run nor starts over.
-    Called on the main process; returns notes to print.
-    """
-    train, save_root = config.train, Path(config.train.save_root)
-    notes = recover(save_root)
-    if train.overwrite and train.resume_from_checkpoint:
-        raise UserError("--overwrite and --resume_from_checkpoint contradict each other: choose one")
-    if train.overwrite:
-        removed = clear_run(save_root)
-        if removed:
-            notes.append(f"note: --overwrite removed the previous run's {', '.join(removed)} from {save_root}")
-        return None, notes
-    resume = train.resume_from_checkpoint
-    if holds_run(save_root) and not _inside(save_root, resume):
-        changed = differences(_previous_config(save_root), config)
-        if changed:
-            raise UserError(
-                f"--save_root {save_root} holds a run with other settings ({changed}); add --resume_from_checkpoint "
-                "latest to continue it with these settings, --overwrite to replace it, or choose another --save_root"
-            )
-        if resume is None:
-            notes.append(f"note: {save_root} already holds a run with these settings: continuing it (--overwrite starts afresh)")
-            resume = "latest"
-    if resume is None:
-        return None, notes
-    folder, more = resolve_resume(save_root, resume)
-    notes += more
-    if folder is not None and json.loads((folder / MANIFEST).read_text()).get("config_digest") != run_identity(config):
-        notes.append(f"note: resuming with settings that differ from the checkpoint's: {differences(load_config_file(folder / CONFIG), config)}")
-    return folder, notes
-
-
-def _inside(save_root: Path, resume: str | None) -> bool:
-    """Whether --resume_from_checkpoint continues the run in save_root itself."""
-    return resume == "latest" or (resume is not None and save_root.resolve() in Path(resume).resolve().parents)
-
-
-def _previous_config(save_root: Path) -> Config:
-    path = save_root / CONFIG
-    try:
-        return load_config_file(path) if path.is_file() else _checkpoint_config(save_root)
-    except UserError as err:
-        raise UserError(
-            f"--save_root {save_root} holds a run whose settings cannot be read ({err}); use --overwrite to replace it or choose another --save_root"
-        ) from None
-
-
-def _checkpoint_config(save_root: Path) -> Config:
-    for folder in [*reversed(list_checkpoints(save_root)), save_root / BEST]:
-        if (folder / CONFIG).is_file():
-            return load_config_file(folder / CONFIG)
-    raise UserError(f"{save_root / CONFIG}: missing")
-
-
 def clear_run(save_root: Path) -> list[str]:
     """Remove what a run wrote to save_root (nothing else); returns the names removed."""
     removed = []
@@ -350,11 +296,28 @@ def clear_run(save_root: Path) -> list[str]:
 # ---- loading weights for evaluation and fine-tuning --------------------------------------------
 
 
-def find_weights(path: str | Path, flag: str = "") -> tuple[Path, Path]:
-    """A weights file and its config.yaml from a checkpoint folder, a `best` folder, a run
-    folder (its best weights, else its latest checkpoint) or a model.safetensors file.
-    A folder's manifest, when there is one, must vouch for the weights. Errors about `path`
-    itself name the `flag` it was given with."""
+@dataclass(frozen=True)
+class Weights:
+    """Trained weights found on disk, and the network they belong to."""
+
+    file: Path
+    """The model.safetensors file, checked against its folder's manifest where there is one."""
+    config: Config
+    """The settings of the run that wrote them (config.yaml), or for a folder that only
+    save_pretrained wrote (config.json), its network's with every other setting at its default."""
+
+    def model(self, device: str | torch.device = "cpu") -> CVAE:
+        """The network, holding these weights, in eval mode."""
+        model = CVAE(self.config.model)
+        load_weights_into(model, self.file)
+        return model.to(device).eval()
+
+
+def find_weights(path: str | Path, flag: str = "") -> Weights:
+    """The weights of a checkpoint folder, a `best` folder, a run folder (its best weights, else its
+    latest checkpoint), a save_pretrained folder or a model.safetensors file: the one place that
+    knows the layouts. A folder's manifest, when there is one, must vouch for the weights. Errors
+    about `path` itself name the `flag` it was given with."""
     path = Path(path)
     named = f"{flag} {path}".lstrip()
     try:
@@ -382,10 +345,20 @@ def find_weights(path: str | Path, flag: str = "") -> tuple[Path, Path]:
         problem = _file_problem(weights, expected) if expected else None
         if problem:
             raise UserError(f"{weights}: {problem}")
-    config = folder / CONFIG
-    if not config.is_file():
-        raise UserError(f"{config}: missing; it records which network the weights in {folder} belong to")
-    return weights, config
+    return Weights(weights, _weights_config(folder))
+
+
+def _weights_config(folder: Path) -> Config:
+    """config.yaml, which has every setting, else the network's settings in save_pretrained's config.json."""
+    if (folder / CONFIG).is_file():
+        return load_config_file(folder / CONFIG)
+    if not (folder / MODEL_CONFIG).is_file():
+        raise UserError(f"{folder / CONFIG}: missing (nor is there a {MODEL_CONFIG}); it records which network the weights in {folder} belong to")
+    try:
+        settings = json.loads((folder / MODEL_CONFIG).read_text())
+    except (OSError, ValueError) as err:
+        raise UserError(f"{folder / MODEL_CONFIG}: unreadable ({err})") from None
+    return from_flat(settings, str(folder / MODEL_CONFIG))
 
 
 def read_weights(weights: Path) -> dict[str, torch.Tensor]:
@@ -403,9 +376,7 @@ def load_weights_into(model: CVAE, weights: Path) -> None:
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu", flag: str = "") -> tuple[CVAE, Config]:
-    """The trained network of a checkpoint, run or weights file, in eval mode (`flag`: see find_weights)."""
-    weights, config_file = find_weights(path, flag)
-    config = load_config_file(config_file)
-    model = CVAE(config.model)
-    load_weights_into(model, weights)
-    return model.to(device).eval(), config
+    """The trained network of a checkpoint, run, save_pretrained folder or weights file, in eval mode, and
+    its settings (`flag`: see find_weights). Every command that rolls trained weights out loads them here."""
+    weights = find_weights(path, flag)
+    return weights.model(device), weights.config

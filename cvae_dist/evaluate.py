@@ -32,7 +32,8 @@ import imageio.v3 as iio
 import numpy as np
 import torch
 
-from cvae_dist.config import Range, number, val_length
+from cvae_dist.config import Range, number
+from cvae_dist.data import val_length
 from cvae_dist.data.course import Video, to_unit_float
 from cvae_dist.errors import ArgumentParser, UserError, disk_full, output_folder, run_command
 from cvae_dist.metrics import average_psnr, psnr_per_frame, ssim_per_frame
@@ -227,11 +228,11 @@ def write_panels_gif(panels: list[np.ndarray], path: Path, scale: int = 2, fps: 
     path.write_bytes(iio.imwrite("<bytes>", frames, extension=".gif", duration=1000 / fps, loop=0))
 
 
-def write_gif(evaluation: Evaluation, video: Video, path: Path) -> None:
+def write_gif(pred: torch.Tensor, video: Video, path: Path) -> None:
     """prediction | truth | pose, in `path` (its folder made if need be)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    length = len(evaluation.pred)
-    write_panels_gif([to_uint8(evaluation.pred), np.asarray(video.frames[:length]), np.asarray(video.labels[:length])], path)
+    length = len(pred)
+    write_panels_gif([to_uint8(pred), np.asarray(video.frames[:length]), np.asarray(video.labels[:length])], path)
 
 
 def write_evaluation(evaluation: Evaluation, video: Video, out_dir: str | Path, title: str = "PSNR per frame") -> dict[str, Path]:
@@ -242,7 +243,7 @@ def write_evaluation(evaluation: Evaluation, video: Video, out_dir: str | Path, 
     try:
         write_psnr_csv(evaluation, paths["csv"])
         plot_psnr(evaluation, paths["plot"], title)
-        write_gif(evaluation, video, paths["gif"])
+        write_gif(evaluation.pred, video, paths["gif"])
     except BaseException as err:
         # Half an evaluation would pass for a whole one: none of its files stay.
         for path in paths.values():

@@ -32,7 +32,7 @@ import yaml
 from safetensors.torch import save_file
 
 from cvae_dist import checkpoint as ckpt
-from cvae_dist.config import Config, DataConfig, ModelConfig, from_flat, load_config_file, save_config_file
+from cvae_dist.config import Config, DataConfig, ModelConfig, from_flat
 from cvae_dist.data.course import CourseDataset, to_unit_float
 from cvae_dist.errors import ArgumentParser, UserError, output_folder, run_command
 from cvae_dist.model import CVAE
@@ -85,7 +85,7 @@ def widths_of(state: dict[str, torch.Tensor]) -> dict[str, int]:
 
 
 def import_course(course_ckpt: str | Path, out_dir: str | Path) -> Path:
-    """Write OUTDIR/model.safetensors, config.yaml and course_state.yaml from a course checkpoint."""
+    """Write OUTDIR/model.safetensors, its configs (checkpoint.write_weights_config) and course_state.yaml from a course checkpoint."""
     data = read_course_checkpoint(course_ckpt)
     state = {k: v.contiguous() for k, v in data["state_dict"].items()}
     settings = {**widths_of(state), "course_leaky_relu": True, "output_activation": "none", "zero_init_posterior": False}
@@ -98,7 +98,7 @@ def import_course(course_ckpt: str | Path, out_dir: str | Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     save_file(state, str(out / ckpt.WEIGHTS))
     ckpt.load_weights_into(CVAE(config.model), out / ckpt.WEIGHTS)  # refuse what would not load strictly
-    save_config_file(config, out / ckpt.CONFIG)
+    ckpt.write_weights_config(config, out)
     course_state = {"lr": config.train.lr, "tfr": config.method.tfr, "last_epoch": int(data.get("last_epoch", 0))}
     (out / COURSE_STATE).write_text(yaml.safe_dump(course_state, sort_keys=False))
     return out
@@ -179,12 +179,8 @@ def export_course(source: str | Path, course_ckpt: str | Path, force: bool = Fal
     """Write a course checkpoint from a run folder, checkpoint folder or model.safetensors.
 
     Weights that the course's code would roll out differently are refused unless `force`, which warns instead."""
-    weights, config_file = ckpt.find_weights(source)
-    config = load_config_file(config_file)
-    state = ckpt.read_weights(weights)
-    model = CVAE(config.model)
-    ckpt.check_compatible(model.state_dict(), weights)
-    model.load_state_dict(state)
+    found = ckpt.find_weights(source)
+    weights, config, model = found.file, found.config, found.model()
     difference = course_rollout_difference(model, config.data)
     if difference:
         fixes = fixes_the_course_lacks(config.model)
@@ -200,7 +196,7 @@ def export_course(source: str | Path, course_ckpt: str | Path, force: bool = Fal
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         with out.open("wb") as handle:  # open() rather than torch.save's own, whose errors are not OSErrors
-            torch.save({"state_dict": state, "optimizer": optimizer, **progress}, handle)
+            torch.save({"state_dict": model.state_dict(), "optimizer": optimizer, **progress}, handle)
     except OSError as err:  # a folder of that name, a file in the way, no permission, a full disk
         raise UserError(f"{out}: cannot write it ({err.strerror})") from None
     return out

@@ -14,28 +14,26 @@ them. Writes into DIR:
   PSNR, and for runs of one grid point with several seeds, the mean and range over seeds and which
   differences between points exceed that range (see cvae_dist.comparison).
 
-Runs are read with TensorBoard's own EventAccumulator; a run's settings come from the HParams
-record its training wrote into the same event file.
+Runs are read with cvae_dist.events (TensorBoard's own EventAccumulator); a run's settings come
+from the HParams record its training wrote into the same event file.
 """
 
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from tensorboard.plugins.hparams.metadata import PLUGIN_NAME as HPARAMS_PLUGIN
 
-from cvae_dist.comparison import RunResult, comparison_markdown, figure_labels, figure_styles, run_status, runs_without_events
+from cvae_dist import events
+from cvae_dist.comparison import RunResult, comparison_markdown, figure_labels, figure_styles
 from cvae_dist.config import hparam_labels
-from cvae_dist.errors import ArgumentParser, UserError, output_folder, run_command
-from cvae_dist.tracking import EPOCH, FINAL, TB_PROJECT, TRAIN, VAL, read_hparams
+from cvae_dist.errors import ArgumentParser, output_folder, run_command
+from cvae_dist.events import RunEvents
+from cvae_dist.tracking import EPOCH, FINAL, TRAIN, VAL
 
 FIGURES = {
     "loss_tfr": "Training loss and teacher-forcing ratio per epoch",
@@ -45,90 +43,38 @@ FIGURES = {
 }
 
 
-@dataclass
-class RunLog:
-    """One run's scalars and settings, as its TensorBoard events hold them."""
-
-    name: str
-    settings: dict[str, Any]
-    scalars: dict[str, tuple[np.ndarray, np.ndarray]]
-    status: str
-    label: str = ""
-    """How figures name the run (comparison.figure_labels); its name where empty."""
-    style: dict[str, str] = field(default_factory=dict)
-    """Its curve's colour and line style in figures of several runs (comparison.figure_styles)."""
-
-    def series(self, tag: str) -> tuple[np.ndarray, np.ndarray]:
-        """(steps, values) of a scalar tag; empty arrays where the run never logged it."""
-        return self.scalars.get(tag, (np.zeros(0, dtype=int), np.zeros(0)))
-
-    def last(self, tag: str) -> float | None:
-        values = self.series(tag)[1]
-        return float(values[-1]) if len(values) else None
-
-    def result(self) -> RunResult:
-        return RunResult(self.name, self.settings, self.last(FINAL.psnr), self.last(VAL.baseline_psnr), self.status)
+def read_runs(run_dirs: list[str | Path]) -> list[RunEvents]:
+    """Every run the folders hold (cvae_dist.events): a run folder is one run; a folder of several
+    runs (a sweep's LOG_ROOT) is each of them, and each of its run folders that failed before logging anything."""
+    return [run for run_dir in run_dirs for run in events.read_runs(Path(run_dir))]
 
 
-def event_folders(run_dir: Path) -> list[Path]:
-    """The folders under run_dir (itself included) that hold event files."""
-    folders = sorted({p.parent for p in run_dir.rglob("events.out.tfevents.*")})
-    if not folders:
-        raise UserError(f"{run_dir}: no TensorBoard event files in this folder")
-    return folders
+def labelled(runs: list[RunEvents]) -> list[tuple[RunEvents, str, dict[str, str]]]:
+    """Each run with how figures of several runs name and draw it (comparison.figure_labels and figure_styles)."""
+    settings = [run.hparams for run in runs]
+    return list(zip(runs, figure_labels(settings, [run.name for run in runs]), figure_styles(settings)))
 
 
-def read_runs(run_dirs: list[str | Path]) -> list[RunLog]:
-    """Every run the folders hold: a run folder is one run; a folder of several runs (a sweep's
-    LOG_ROOT) is each of them, and each of its run folders that failed before logging anything."""
-    runs = []
-    for run_dir in map(Path, run_dirs):
-        if not run_dir.is_dir():
-            raise UserError(f"{run_dir}: run folder not found")
-        folders = event_folders(run_dir)
-        if len(folders) == 1:
-            runs.append(read_run(run_dir, folders[0]))
-            continue
-        # Accelerate's tracker writes a run's events under <run folder>/tb.
-        run_folders = [folder.parent if folder.name == TB_PROJECT else folder for folder in folders]
-        sweep = [read_run(run, folder, name=str(run.relative_to(run_dir))) for run, folder in zip(run_folders, folders)]
-        failed = runs_without_events(run_dir, {run.name for run in sweep})
-        runs += sorted(sweep + [RunLog(name, {}, {}, status) for name, status in failed.items()], key=lambda run: run.name)
-    return runs
+def result(run: RunEvents) -> RunResult:
+    return RunResult(run.name, run.hparams, run.last(FINAL.psnr), run.last(VAL.baseline_psnr), run.status)
 
 
-def read_run(run_dir: Path, events: Path, name: str | None = None) -> RunLog:
-    """One run from the folder of its event files (`events`, in or under its run folder `run_dir`)."""
-    accumulator = EventAccumulator(str(events), size_guidance={"scalars": 0})
-    accumulator.Reload()
-    scalars = {}
-    for tag in accumulator.Tags()["scalars"]:
-        values = accumulator.Scalars(tag)
-        scalars[tag] = (np.array([e.step for e in values]), np.array([e.value for e in values]))
-    try:
-        content = accumulator.PluginTagToContent(HPARAMS_PLUGIN)
-    except KeyError:  # a run written without its HParams record
-        content = {}
-    status = run_status(run_dir, evaluated=FINAL.psnr in scalars)
-    return RunLog(name=name or run_dir.name, settings=read_hparams(content), scalars=scalars, status=status)
-
-
-def _run_rows(runs: list[RunLog], title: str) -> tuple[Figure, list]:
+def _run_rows(runs: list[RunEvents], title: str) -> tuple[Figure, list]:
     figure = Figure(figsize=(8, 2.4 * len(runs) + 0.6), layout="constrained")
     axes = figure.subplots(len(runs), 1, squeeze=False)[:, 0]
     figure.suptitle(title)
     return figure, list(axes)
 
 
-def plot_loss_tfr(runs: list[RunLog], path: Path) -> None:
+def plot_loss_tfr(runs: list[RunEvents], path: Path) -> None:
     figure, rows = _run_rows(runs, FIGURES["loss_tfr"])
-    for axes, run in zip(rows, runs):
+    for axes, (run, label, _) in zip(rows, labelled(runs)):
         epochs, loss = run.series(EPOCH.loss)
         for epoch, forced in zip(*run.series(EPOCH.teacher_forcing)):
             if forced > 0:
                 axes.axvspan(epoch - 0.5, epoch + 0.5, color="tab:orange", alpha=0.35 * forced, linewidth=0)
         axes.plot(epochs, loss, marker="o", color="tab:blue", label="loss")
-        axes.set(ylabel="loss", title=run.label or run.name)
+        axes.set(ylabel="loss", title=label)
         axes.set_yscale("log")
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         if len(epochs):  # every panel spans whole epochs, shaded or not, so that they line up
@@ -143,11 +89,11 @@ def plot_loss_tfr(runs: list[RunLog], path: Path) -> None:
     figure.savefig(path, dpi=110)
 
 
-def plot_loss_beta(runs: list[RunLog], path: Path) -> None:
+def plot_loss_beta(runs: list[RunEvents], path: Path) -> None:
     figure, rows = _run_rows(runs, FIGURES["loss_beta"])
-    for axes, run in zip(rows, runs):
+    for axes, (run, label, _) in zip(rows, labelled(runs)):
         axes.plot(*run.series(TRAIN.loss), color="tab:blue", linewidth=1.0, label="loss")
-        axes.set(ylabel="loss", title=run.label or run.name)
+        axes.set(ylabel="loss", title=label)
         axes.set_yscale("log")
         beta = axes.twinx()
         beta.plot(*run.series(TRAIN.beta), color="tab:red", linewidth=1.2, label="beta")
@@ -157,11 +103,11 @@ def plot_loss_beta(runs: list[RunLog], path: Path) -> None:
     figure.savefig(path, dpi=110)
 
 
-def plot_val_psnr(runs: list[RunLog], path: Path) -> None:
+def plot_val_psnr(runs: list[RunEvents], path: Path) -> None:
     figure = Figure(figsize=(11, 4.5), layout="constrained")
     axes = figure.subplots()
-    for run in runs:
-        axes.plot(*run.series(VAL.psnr), marker="o", label=run.label or run.name, **run.style)
+    for run, label, style in labelled(runs):
+        axes.plot(*run.series(VAL.psnr), marker="o", label=label, **style)
     baseline = next((run.series(VAL.baseline_psnr) for run in runs if len(run.series(VAL.baseline_psnr)[0])), None)
     if baseline is not None:
         axes.axhline(baseline[1][-1], color="grey", linestyle="--", label="copy first frame")
@@ -172,13 +118,13 @@ def plot_val_psnr(runs: list[RunLog], path: Path) -> None:
     figure.savefig(path, dpi=110)
 
 
-def plot_psnr_per_frame(runs: list[RunLog], path: Path) -> None:
+def plot_psnr_per_frame(runs: list[RunEvents], path: Path) -> None:
     figure = Figure(figsize=(12, 4.5), layout="constrained")
     axes = figure.subplots()
-    for run in runs:
+    for run, label, style in labelled(runs):
         frames, psnr = run.series(FINAL.psnr_per_frame)
         if len(frames):
-            axes.plot(frames, psnr, linewidth=1.0, label=f"{run.label or run.name} (avg {psnr.mean():.2f} dB)", **run.style)
+            axes.plot(frames, psnr, linewidth=1.0, label=f"{label} (avg {psnr.mean():.2f} dB)", **style)
     axes.set(xlabel="frame", ylabel="PSNR (dB)", title=FIGURES["psnr_per_frame"])
     axes.grid(alpha=0.3)
     if axes.get_legend_handles_labels()[0]:  # runs stopped before their final evaluation have no curve
@@ -194,7 +140,7 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def markdown(runs: list[RunLog]) -> str:
+def markdown(runs: list[RunEvents]) -> str:
     settings = hparam_labels()
     header = [
         "run",
@@ -210,12 +156,12 @@ def markdown(runs: list[RunLog]) -> str:
     for run in runs:
         best = run.last(VAL.best_psnr)
         steps = run.series(TRAIN.loss)[0]
-        cells = [run.name, run.status, *(_cell(run.settings.get(key)) for key in settings), _cell(int(steps[-1]) if len(steps) else None)]
+        cells = [run.name, run.status, *(_cell(run.hparams.get(key)) for key in settings), _cell(int(steps[-1]) if len(steps) else None)]
         cells.append(", ".join(f"{epoch}: {psnr:.2f}" for epoch, psnr in zip(*run.series(VAL.psnr))) or "—")
         cells += [_cell(round(v, 2) if v is not None else None) for v in (run.last(FINAL.psnr), best, run.last(VAL.baseline_psnr))]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "avg PSNR: the best weights rolled out over the whole validation video from its first frame (frames 1..T-1).", ""]
-    points = comparison_markdown([run.result() for run in runs])
+    points = comparison_markdown([result(run) for run in runs])
     if points:
         lines += ["## Grid points over seeds", "", "avg PSNR of every seed of each point: its mean and range.", "", points]
     for name, title in FIGURES.items():
@@ -225,9 +171,6 @@ def markdown(runs: list[RunLog]) -> str:
 
 def write_report(run_dirs: list[str | Path], out_dir: str | Path) -> Path:
     runs = read_runs(run_dirs)
-    settings = [run.settings for run in runs]
-    for run, label, style in zip(runs, figure_labels(settings, [run.name for run in runs]), figure_styles(settings)):
-        run.label, run.style = label, style
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     plot_loss_tfr(runs, out / "loss_tfr.png")

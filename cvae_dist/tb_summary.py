@@ -26,12 +26,11 @@ from pathlib import Path
 from typing import Any
 
 from matplotlib.figure import Figure
-from tensorboard.backend.event_processing import event_multiplexer
-from tensorboard.plugins.hparams.metadata import PLUGIN_NAME as HPARAMS_PLUGIN
 
-from cvae_dist.comparison import RunResult, comparison_markdown, differing_settings, figure_labels, figure_styles, run_status, runs_without_events
-from cvae_dist.errors import ArgumentParser, UserError, output_folder, run_command
-from cvae_dist.tracking import EPOCH, FINAL, TB_PROJECT, TRAIN, VAL, read_hparams
+from cvae_dist import events
+from cvae_dist.comparison import RunResult, comparison_markdown, differing_settings, figure_labels, figure_styles
+from cvae_dist.errors import ArgumentParser, output_folder, run_command
+from cvae_dist.tracking import EPOCH, FINAL, TRAIN, VAL
 
 RESULT_COLUMNS = ("run", "status", "best_val_psnr", "final_val_psnr", "one_step_psnr", "steps", "epochs", "wall_time_s")
 
@@ -62,57 +61,30 @@ class RunSummary:
         return RunResult(self.name, self.hparams, self.final_val_psnr, self.baseline_psnr, self.status)
 
 
-def run_display_name(run: str) -> str:
-    """`kl-cyclical/tb` -> `kl-cyclical`: Accelerate's tracker writes under <run folder>/tb."""
-    parts = Path(run).parts
-    return str(Path(*parts[:-1])) if len(parts) > 1 and parts[-1] == TB_PROJECT else run
-
-
 def read_runs(logroot: Path) -> list[RunSummary]:
-    """Every run under logroot, read with TensorBoard's own multiplexer (the runs its UI would show)."""
-    if not logroot.is_dir():
-        raise UserError(f"{logroot}: no such folder")
-    multiplexer = event_multiplexer.EventMultiplexer(size_guidance={"scalars": 0, "tensors": 0})
-    multiplexer.AddRunsFromDirectory(str(logroot))
-    multiplexer.Reload()
-    hparams_content = multiplexer.PluginRunToTagToContent(HPARAMS_PLUGIN)
-    runs = []
-    for run in sorted(multiplexer.Runs()):
-        scalars = multiplexer.GetAccumulator(run).Tags()["scalars"]
+    """Every run under logroot (cvae_dist.events: the runs TensorBoard's UI would show, and those that failed first)."""
+    return [summarize_run(run) for run in events.read_runs(logroot)]
 
-        def series(tag: str) -> list[tuple[int, float]]:
-            return [(e.step, e.value) for e in multiplexer.Scalars(run, tag)] if tag in scalars else []
 
-        def times(tag: str) -> list[float]:
-            return [e.wall_time for e in multiplexer.Scalars(run, tag)]
-
-        val_psnr = series(VAL.psnr)
-        best_epoch = max(val_psnr, key=lambda point: point[1])[0] if val_psnr else None
-        final = series(FINAL.psnr)
-        baseline = series(FINAL.baseline_psnr)
-        walls = [t for tag in scalars for t in times(tag)]
-        name = run_display_name(run)
-        runs.append(
-            RunSummary(
-                name=name,
-                hparams=read_hparams(hparams_content.get(run, {})),
-                status=run_status(logroot / name, evaluated=bool(final)),
-                best_val_psnr=max((v for _, v in val_psnr), default=math.nan),
-                final_val_psnr=final[-1][1] if final else (val_psnr[-1][1] if val_psnr else math.nan),
-                one_step_psnr=dict(series(VAL.one_step_psnr)).get(best_epoch, math.nan),
-                steps=max((s for s, _ in series(TRAIN.loss)), default=0),
-                epochs=max((s for s, _ in series(EPOCH.loss)), default=0),
-                wall_time_s=round(max(walls) - multiplexer.FirstEventTimestamp(run), 1) if walls else math.nan,
-                baseline_psnr=baseline[-1][1] if baseline else None,
-                psnr_per_frame=series(FINAL.psnr_per_frame),
-                loss=series(TRAIN.loss),
-            )
-        )
-    failed = runs_without_events(logroot, {run.name for run in runs})
-    runs += [RunSummary(name, {}, status, math.nan, math.nan, math.nan, 0, 0, math.nan) for name, status in failed.items()]
-    if not runs:
-        raise UserError(f"{logroot}: no TensorBoard event files under it")
-    return sorted(runs, key=lambda run: run.name)
+def summarize_run(run: events.RunEvents) -> RunSummary:
+    val_epochs, val_psnr = run.series(VAL.psnr)
+    best_epoch = val_epochs[val_psnr.argmax()] if len(val_psnr) else None
+    one_step = dict(zip(*run.series(VAL.one_step_psnr)))
+    final = run.last(FINAL.psnr)
+    return RunSummary(
+        name=run.name,
+        hparams=run.hparams,
+        status=run.status,
+        best_val_psnr=float(val_psnr.max()) if len(val_psnr) else math.nan,
+        final_val_psnr=final if final is not None else (float(val_psnr[-1]) if len(val_psnr) else math.nan),
+        one_step_psnr=float(one_step.get(best_epoch, math.nan)),
+        steps=int(run.series(TRAIN.loss)[0].max(initial=0)),
+        epochs=int(run.series(EPOCH.loss)[0].max(initial=0)),
+        wall_time_s=round(run.wall_time_s, 1),
+        baseline_psnr=run.last(FINAL.baseline_psnr),
+        psnr_per_frame=list(zip(*run.series(FINAL.psnr_per_frame))),
+        loss=list(zip(*run.series(TRAIN.loss))),
+    )
 
 
 def varying_hparams(runs: list[RunSummary]) -> list[str]:

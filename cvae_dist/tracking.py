@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 import torch
@@ -25,35 +25,50 @@ from torch.utils.tensorboard.summary import hparams
 TB_PROJECT = "tb"
 
 
-@dataclass(frozen=True)
-class StepTags:
-    """Scalars averaged over optimizer steps (over batches and processes): every --log_every steps at
-    the step under `train/`, and every epoch at the epoch count under `epoch/`."""
+T = TypeVar("T")
 
-    loss: str
+
+@dataclass(frozen=True)
+class BatchScalars(Generic[T]):
+    """What each training batch reports: tensors on the device per batch, floats once averaged over
+    optimizer steps (over batches and processes)."""
+
+    loss: T
     """The training loss: MSE + beta * KL."""
-    mse: str
+    mse: T
     """The reconstruction MSE, summed over frames."""
-    kl: str
+    kl: T
     """The KL term before beta, summed over frames."""
-    teacher_forcing: str
+    teacher_forcing: T
     """The share of frames predicted from true previous frames."""
-    grad_norm: str
+    grad_norm: T
     """The gradient norm before clipping."""
-    beta: str
+
+    def values(self) -> tuple[T, ...]:
+        """The fields' values in their order (dataclasses.astuple would deep-copy tensors)."""
+        return tuple(getattr(self, f.name) for f in dataclasses.fields(self))
+
+
+@dataclass(frozen=True)
+class StepScalars(BatchScalars[T]):
+    """What the log shows of training steps: the batches' averages and the schedules' values, every
+    --log_every steps at the step under `train/`, and every epoch at the epoch count under `epoch/`.
+    Its fields are the one list of these names: TRAIN and EPOCH are StepScalars of tags."""
+
+    beta: T
     """The KL weight of the latest step."""
-    tfr: str
+    tfr: T
     """The teacher-forcing ratio."""
-    lr: str
+    lr: T
     """The learning rate."""
 
-    def of(self, values: dict[str, float]) -> dict[str, float]:
-        """{'loss': 0.1} -> {'train/loss': 0.1}."""
-        return {getattr(self, name): value for name, value in values.items()}
+    def of(self: StepScalars[str], values: StepScalars[float]) -> dict[str, float]:
+        """Tags (self) paired with values: {'train/loss': 0.1, ...}."""
+        return dict(zip(self.values(), values.values()))
 
 
-def _step_tags(scope: str) -> StepTags:
-    return StepTags(*(f"{scope}/{f.name}" for f in dataclasses.fields(StepTags)))
+def _step_tags(scope: str) -> StepScalars[str]:
+    return StepScalars(*(f"{scope}/{f.name}" for f in dataclasses.fields(StepScalars)))
 
 
 TRAIN, EPOCH = _step_tags("train"), _step_tags("epoch")

@@ -1,42 +1,25 @@
-"""Shared fixtures: a small synthetic dataset in the course layout, made once per test session."""
+"""Fixtures: a small synthetic dataset in the course layout (made once per test session), a
+finished tiny run, the launcher as users type it, and a real local Slurm. Plain constants and
+functions are in support.py."""
 
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
 
 from cvae_dist.data.synthetic import generate_dataset
-
-REPO = Path(__file__).resolve().parents[1]
+from local_slurm import LocalSlurm, unavailable_reason
+from support import REPO, SMALL_DATASET, TINY_RUN, run_env
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # `make test` runs one pytest worker per core: a thread pool each would make them fight over the cores.
     torch.set_num_threads(1)
-
-# Small enough for seconds of CPU, big enough for several windows of 8 frames per epoch.
-SMALL_DATASET = dict(train_frames=128, clip_frames=64, val_frames=64, test_frames=40, test_sequences=2, height=64, width=128, progress=False)
-
-# Flags that make a training run take seconds on a CPU: sizes only, so that the loader runs with the
-# default workers that users get.
-TINY_RUN = [
-    "--preset",
-    "tiny",
-    "--train_vi_len",
-    "8",
-    "--val_vi_len",
-    "16",
-    "--batch_size",
-    "2",
-    "--lr_milestones",
-    "--log_every",
-    "1",
-]
 
 
 @pytest.fixture(scope="session")
@@ -44,16 +27,7 @@ def dataset_root(tmp_path_factory) -> Path:
     return generate_dataset(tmp_path_factory.mktemp("dataset") / "synthetic", workers=1, **SMALL_DATASET)
 
 
-def run_env() -> dict[str, str]:
-    """Environment for subprocesses: the repository importable, one thread per process."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
-    env.setdefault("OMP_NUM_THREADS", "1")
-    return env
-
-
-def accelerate_launch(args: list[str], cwd: Path, timeout: int = 300, extra: list[str] | None = None) -> subprocess.CompletedProcess:
-    """`accelerate launch cvae_dist/train.py ARGS` as a user would type it, on one CPU process."""
+def _accelerate_launch(args: list[str], cwd: Path, timeout: int = 300, extra: list[str] | None = None) -> subprocess.CompletedProcess:
     command = [
         sys.executable,
         "-m",
@@ -74,7 +48,14 @@ def accelerate_launch(args: list[str], cwd: Path, timeout: int = 300, extra: lis
 
 
 @pytest.fixture(scope="session")
-def tiny_run(dataset_root, tmp_path_factory) -> Path:
+def launch() -> Callable[..., subprocess.CompletedProcess]:
+    """`launch(ARGS, cwd)` runs `accelerate launch cvae_dist/train.py ARGS` as a user would type it, on one
+    CPU process (`extra`: more launcher flags before the script); returns the finished process."""
+    return _accelerate_launch
+
+
+@pytest.fixture(scope="session")
+def tiny_run(dataset_root, launch, tmp_path_factory) -> Path:
     """A finished two-epoch run: teacher forcing in epoch 1 only, beta annealed per epoch, 8 steps an epoch."""
     save_root = tmp_path_factory.mktemp("tiny_run") / "teacher_forced_then_free"
     args = [
@@ -96,13 +77,16 @@ def tiny_run(dataset_root, tmp_path_factory) -> Path:
         "--kl_anneal_type",
         "Monotonic",
     ]
-    result = accelerate_launch(args, cwd=save_root.parent, timeout=600)
+    result = launch(args, cwd=save_root.parent, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     return save_root
 
 
-def free_port() -> int:
-    """A TCP port nobody listens on now, so that concurrent multi-process tests never share a rendezvous."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+@pytest.fixture(scope="module")
+def slurm(tmp_path_factory):
+    """A real one-node Slurm (local_slurm.py) for the module's tests; skipped where one cannot run."""
+    reason = unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    with LocalSlurm(tmp_path_factory.mktemp("slurm"), cpus=4) as cluster:
+        yield cluster

@@ -16,17 +16,23 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
-from conftest import free_port
+from support import REPO, free_port, run_env
 
 PACKAGES = ("slurm-wlm", "munge")
 DAEMONS = ("munged", "slurmctld", "slurmd")
+# The scripts ask for a GPU node's resources; a one-node CPU cluster grants none of them.
+CPU_RESOURCES = ["--gres=none", "--cpus-per-task=1"]
+# Job states after which a job does not run again.
+ENDED = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT")
 
 
 def unavailable_reason() -> str | None:
@@ -171,6 +177,19 @@ class LocalSlurm:
                     process.kill()
                     process.wait()
         self.processes.clear()
+
+
+def slurm_env(slurm: LocalSlurm, **extra: str) -> dict[str, str]:
+    """The user's environment at submission: the Python environment first on PATH, the repository."""
+    env = run_env()
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env["PATH"]])
+    return slurm.env({**env, "CVAE_DIST_DIR": str(REPO), **extra})
+
+
+def scontrol_job(slurm: LocalSlurm, job: str) -> dict[str, str]:
+    """`scontrol show job` as field -> value."""
+    result = subprocess.run(["scontrol", "-o", "show", "job", job], env=slurm_env(slurm), capture_output=True, text=True, check=True)
+    return dict(re.findall(r"(\w+)=(\S*)", result.stdout))
 
 
 def main() -> None:

@@ -17,9 +17,9 @@ import pytest
 import torch
 from accelerate.commands.config.config_args import load_config_from_file
 
-from conftest import REPO, TINY_RUN, accelerate_launch, free_port, run_env
 from cvae_dist.checkpoint import load_model
 from cvae_dist.config import PRESETS
+from support import REPO, TINY_RUN, free_port, run_env
 
 CONFIGS = REPO / "accelerate_configs"
 RUN = [*TINY_RUN, "--num_epoch", "1", "--val_vi_len", "8"]
@@ -49,7 +49,7 @@ def test_config_parses_with_accelerates_loader(name):
             assert (actual.value if hasattr(actual, "value") else actual) == value, key
 
 
-def launch(config: str, processes: int, save_root: Path, dataset_root: Path, precision: str = "no"):
+def launch_with_config(launch, config: str, processes: int, save_root: Path, dataset_root: Path, precision: str = "no"):
     extra = [
         "--config_file",
         str(CONFIGS / config),
@@ -60,7 +60,7 @@ def launch(config: str, processes: int, save_root: Path, dataset_root: Path, pre
         "--mixed_precision",
         precision,
     ]
-    result = accelerate_launch(["--DR", str(dataset_root), "--save_root", str(save_root), *RUN], cwd=save_root.parent, extra=extra, timeout=900)
+    result = launch(["--DR", str(dataset_root), "--save_root", str(save_root), *RUN], cwd=save_root.parent, extra=extra, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     return result
 
@@ -100,11 +100,11 @@ def test_single_gpu_script_reaches_train_py_with_the_rtx_config(tmp_path):
 
 
 @pytest.mark.slow
-def test_zero3_config_trains_and_saves_whole_weights(dataset_root, tmp_path):
+def test_zero3_config_trains_and_saves_whole_weights(launch, dataset_root, tmp_path):
     pytest.importorskip("deepspeed", reason="DeepSpeed is in the `deepspeed` extra (scripts/setup.sh dev installs it)")
     # Two processes: ZeRO-3 on one process is pointless, and DeepSpeed 0.19 then saves the
     # buffers without the parameters.
-    result = launch("deepspeed_zero3.yaml", 2, tmp_path / "run", dataset_root)
+    result = launch_with_config(launch, "deepspeed_zero3.yaml", 2, tmp_path / "run", dataset_root)
     assert "world size 2 (DEEPSPEED" in result.stdout
     # ZeRO-3 partitions the parameters; the saved weights are gathered whole and load strictly.
     model, config = load_model(tmp_path / "run" / "checkpoints" / "checkpoint-4")
@@ -113,8 +113,8 @@ def test_zero3_config_trains_and_saves_whole_weights(dataset_root, tmp_path):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="rtx.yaml is for one NVIDIA card; there is none here")
-def test_rtx_config_trains_on_the_gpu(dataset_root, tmp_path):
-    result = launch("rtx.yaml", 1, tmp_path / "run", dataset_root, precision="bf16")
+def test_rtx_config_trains_on_the_gpu(launch, dataset_root, tmp_path):
+    result = launch_with_config(launch, "rtx.yaml", 1, tmp_path / "run", dataset_root, precision="bf16")
     assert "world size 1 (NO, cuda, mixed precision bf16)" in result.stdout
 
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import typing
-from pathlib import Path
+from dataclasses import dataclass
 
 import pytest
 
@@ -138,40 +139,70 @@ def test_bad_flags_are_named_as_flags(argv, message):
     assert str(err.value) == message
 
 
-def test_every_numeric_setting_has_a_range_and_no_other_does():
-    numeric = set()
-    for name, option in cfg.options().items():
-        kind = option.base_type
-        item = typing.get_args(kind)[0] if typing.get_origin(kind) is list else kind
-        if item in (int, float):
-            numeric.add(name)
-    assert numeric == set(cfg.RANGES)
+def _types_in(kind) -> set:
+    """An annotation and every type inside it: list[int] | None -> {list[int] | None, list[int], int, NoneType}."""
+    return {kind}.union(*map(_types_in, typing.get_args(kind)))
+
+
+def test_every_numeric_setting_states_its_range_next_to_it_and_no_other_does():
+    numeric, ranged = set(), set()
+    for section in cfg.SECTIONS.values():
+        hints = typing.get_type_hints(section)
+        numeric.update(f.name for f in dataclasses.fields(section) if {int, float} & _types_in(hints[f.name]))
+        ranged.update(f.name for f in dataclasses.fields(section) if isinstance(f.metadata.get("allowed"), cfg.Range))
+    assert {"lr_milestones", "gpu", "lr"} <= numeric  # a list of numbers and an optional number count
+    assert numeric == ranged
+    assert cfg.options()["num_workers"].allowed == cfg.AT_LEAST_0
+
+
+@dataclass
+class Forgotten:
+    width: int = 3
+    """A number with no range."""
+
+
+@dataclass
+class ForgottenInAList:
+    steps: list[float] | None = cfg.setting(None)
+    """Numbers with no range."""
+
+
+@dataclass
+class RangeOnText:
+    name: str = cfg.setting("x", allowed=cfg.AT_LEAST_0)
+    """Text cannot have a range."""
+
+
+@dataclass
+class Declared:
+    width: int | None = cfg.setting(3, allowed=cfg.AT_LEAST_1)
+    """A number with its range."""
+
+
+@pytest.mark.parametrize(
+    "section, message",
+    [
+        (Forgotten, "setting 'width' is a number: state the values it may take, as setting(..., allowed=Range(...))"),
+        (ForgottenInAList, "setting 'steps' is a number: state the values it may take, as setting(..., allowed=Range(...))"),
+        (RangeOnText, "setting 'name' is not a number, so it takes no range (allowed=)"),
+    ],
+)
+def test_a_section_whose_numeric_setting_has_no_range_is_refused(section, message):
+    with pytest.raises(TypeError) as err:
+        cfg.describe({"new": section})
+    assert str(err.value) == message
+
+
+def test_a_declared_range_is_what_validation_holds_the_setting_to():
+    (option,) = cfg.describe({"new": Declared}).values()
+    assert (option.allowed, option.help, option.default) == (cfg.AT_LEAST_1, "A number with its range.", 3)
+    assert option.problem(0) == "must be >= 1" and option.problem(1) is None and option.problem(None) is None
 
 
 def test_defaults_and_presets_are_valid():
     for preset in cfg.PRESETS:
         cfg.resolve({"preset": (preset, "test")})  # resolve validates what it builds
     assert cfg.MIN_FRAME_SIDE == SSIM_WINDOW  # config keeps its own copy to stay free of torch
-
-
-def test_lengths_the_dataset_cannot_give_name_the_setting_and_the_folder(capsys):
-    data = cfg.parse_args(["--train_vi_len", "16", "--partial", "0.5"]).data
-    cfg.check_train_length(data, Path("d/train/train_img"), 32)
-    with pytest.raises(UserError) as err:
-        cfg.check_train_length(data, Path("d/train/train_img"), 31)
-    assert (
-        str(err.value)
-        == "--train_vi_len 16: the training video d/train/train_img has 31 frames, 15 of them with --partial 0.5, too few for one window"
-    )
-
-    assert cfg.val_length(630, Path("d/val/val_img"), 630, shorter_ok=False) == 630
-    assert cfg.val_length(None, Path("d/val/val_img"), 64, shorter_ok=False) == 64
-    with pytest.raises(UserError) as err:
-        cfg.val_length(630, Path("d/val/val_img"), 64, shorter_ok=False)
-    assert str(err.value) == "--val_vi_len 630: the validation video d/val/val_img has 64 frames; use --val_vi_len 64 or fewer"
-    assert capsys.readouterr().err == ""
-    assert cfg.val_length(630, Path("d/val/val_img"), 64, shorter_ok=True) == 64
-    assert capsys.readouterr().err == "warning: --val_vi_len 630: the validation video d/val/val_img has 64 frames; rolling out all 64\n"
 
 
 def test_yaml_that_is_not_a_mapping_is_refused(tmp_path):

@@ -6,12 +6,12 @@ import imageio.v3 as iio
 import pytest
 import torch
 
-from conftest import TINY_RUN, accelerate_launch
 from cvae_dist import evaluate
 from cvae_dist.config import parse_args
 from cvae_dist.errors import UserError
 from cvae_dist.train import main
 from cvae_dist.training.precision import check_course_device_flags
+from support import TINY_RUN
 
 VAL_FRAMES = 16  # TINY_RUN's --val_vi_len
 
@@ -31,9 +31,9 @@ def test_device_cuda_needs_a_gpu_and_gpu_must_count_the_processes(monkeypatch):
         check_course_device_flags(parse_args(argv).train, processes)
 
 
-def test_test_evaluates_the_weights_instead_of_training(tiny_run, dataset_root, tmp_path):
+def test_test_evaluates_the_weights_instead_of_training(launch, tiny_run, dataset_root, tmp_path):
     save_root, scored = tmp_path / "tested", ["--DR", str(dataset_root), "--val_vi_len", str(VAL_FRAMES)]
-    result = accelerate_launch(["--test", "--ckpt_path", str(tiny_run), "--save_root", str(save_root), *scored], cwd=tmp_path)
+    result = launch(["--test", "--ckpt_path", str(tiny_run), "--save_root", str(save_root), *scored], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"average PSNR over frames 1-{VAL_FRAMES - 1}" in result.stdout
     assert sorted(p.name for p in save_root.iterdir()) == ["eval"]  # nothing trained: no config, checkpoint or log
@@ -55,10 +55,10 @@ def test_test_without_weights_names_the_flag_they_were_looked_for_under(flag, tm
 
 
 @pytest.mark.slow
-def test_store_visualization_writes_each_validation_gif_on_the_device_asked_for(dataset_root, tmp_path):
+def test_store_visualization_writes_each_validation_gif_on_the_device_asked_for(launch, dataset_root, tmp_path):
     save_root = tmp_path / "run"
     course_flags = ["--store_visualization", "--device", "cpu", "--gpu", "1"]
-    result = accelerate_launch(["--DR", str(dataset_root), "--save_root", str(save_root), *TINY_RUN, "--num_epoch", "1", *course_flags], cwd=tmp_path)
+    result = launch(["--DR", str(dataset_root), "--save_root", str(save_root), *TINY_RUN, "--num_epoch", "1", *course_flags], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "world size 1 (NO, cpu," in result.stdout
     assert sorted(p.name for p in (save_root / "eval").glob("*.gif")) == ["rollout-epoch-1.gif", "rollout.gif"]

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import TINY_RUN
 from cvae_dist.config import parse_args
 from cvae_dist.data import images
 from cvae_dist.data.course import CourseDataset, TrainWindows, Video, WindowSampler, frame_number, sorted_pngs
 from cvae_dist.errors import UserError
+from support import TINY_RUN
 
 
 def dataset(root: Path, tmp_path: Path) -> CourseDataset:
@@ -135,7 +135,7 @@ def test_windows_are_consecutive_and_partial_takes_the_start():
     assert clip[:, 0, 0, 0].tolist() == list(range(32, 48))
     assert labels[:, 0, 0, 0].tolist() == [255 - i for i in range(32, 48)]
     assert len(TrainWindows(video, window=16, partial=0.5)) == 3
-    assert len(TrainWindows(Video(frames[:10], frames[:10]), window=16)) == 0  # config.check_train_length refuses it first
+    assert len(TrainWindows(Video(frames[:10], frames[:10]), window=16)) == 0  # data.check_train_length refuses it first
 
 
 def test_fast_train_covers_exactly_fast_train_epoch_epochs(dataset_root, tmp_path):

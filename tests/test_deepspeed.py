@@ -7,8 +7,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import REPO, TINY_RUN, accelerate_launch, free_port
 from cvae_dist.checkpoint import load_model
+from support import REPO, TINY_RUN, free_port
 
 # Real processes end to end: `pytest -m "not slow"` leaves them out.
 pytestmark = pytest.mark.slow
@@ -18,17 +18,17 @@ pytest.importorskip("deepspeed", reason="DeepSpeed is in the `deepspeed` extra (
 CONFIGS = REPO / "accelerate_configs"
 
 
-def deepspeed_launch(config: str, processes: int, args: list[str], cwd):
+def deepspeed_launch(launch, config: str, processes: int, args: list[str], cwd):
     extra = ["--config_file", str(CONFIGS / config), "--num_processes", str(processes), "--main_process_port", str(free_port())]
-    return accelerate_launch(args, cwd=cwd, extra=extra, timeout=900)
+    return launch(args, cwd=cwd, extra=extra, timeout=900)
 
 
 @pytest.mark.parametrize("processes", [1, 2])
-def test_zero2_trains_saves_and_resumes_exactly(processes, dataset_root, tmp_path):
+def test_zero2_trains_saves_and_resumes_exactly(launch, processes, dataset_root, tmp_path):
     steps = 8 // processes  # one epoch of 16 windows in batches of 2 per process
     middle = steps // 2
     base = ["--DR", str(dataset_root), *TINY_RUN, "--num_epoch", "1", "--val_vi_len", "8", "--checkpointing_steps", str(middle)]
-    result = deepspeed_launch("deepspeed_zero2.yaml", processes, [*base, "--save_root", str(tmp_path / "run")], tmp_path)
+    result = deepspeed_launch(launch, "deepspeed_zero2.yaml", processes, [*base, "--save_root", str(tmp_path / "run")], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"world size {processes} (DEEPSPEED" in result.stdout
     checkpoint = tmp_path / "run" / "checkpoints" / f"checkpoint-{middle}"
@@ -38,7 +38,11 @@ def test_zero2_trains_saves_and_resumes_exactly(processes, dataset_root, tmp_pat
     assert model.training is False
 
     resumed = deepspeed_launch(
-        "deepspeed_zero2.yaml", processes, [*base, "--save_root", str(tmp_path / "resumed"), "--resume_from_checkpoint", str(checkpoint)], tmp_path
+        launch,
+        "deepspeed_zero2.yaml",
+        processes,
+        [*base, "--save_root", str(tmp_path / "resumed"), "--resume_from_checkpoint", str(checkpoint)],
+        tmp_path,
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"resumed from {checkpoint} at epoch 0, step {middle}" in resumed.stdout

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, TINY_RUN, run_env
 from cvae_dist import checkpoint as ckpt
+from support import REPO, TINY_RUN, run_env
 
 # Real processes end to end: `pytest -m "not slow"` leaves them out.
 pytestmark = pytest.mark.slow

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from conftest import REPO, TINY_RUN, accelerate_launch, free_port, run_env
+from support import REPO, TINY_RUN, free_port, run_env
 
 # Real processes end to end: `pytest -m "not slow"` leaves them out.
 pytestmark = pytest.mark.slow
@@ -36,10 +36,10 @@ def max_abs_difference(a: dict, b: dict) -> float:
 
 
 @pytest.fixture(scope="module")
-def doubled_batch(dataset_root, tmp_path_factory):
+def doubled_batch(launch, dataset_root, tmp_path_factory):
     """The reference: one process, batch 2, launched with the shipped CPU config."""
     save_root = tmp_path_factory.mktemp("ddp") / "one-rank"
-    result = accelerate_launch(
+    result = launch(
         ["--DR", str(dataset_root), "--save_root", str(save_root), *RUN],
         cwd=save_root.parent,
         extra=["--config_file", str(REPO / "accelerate_configs" / "cpu.yaml")],
@@ -77,10 +77,10 @@ def test_two_gloo_ranks_equal_one_rank_on_the_doubled_batch(doubled_batch, datas
     assert error < TOLERANCE
 
 
-def test_accumulating_two_batches_equals_the_doubled_batch(doubled_batch, dataset_root, tmp_path):
+def test_accumulating_two_batches_equals_the_doubled_batch(launch, doubled_batch, dataset_root, tmp_path):
     save_root = tmp_path / "accumulated"
     args = ["--DR", str(dataset_root), "--save_root", str(save_root), *RUN, "--batch_size", "1", "--gradient_accumulation_steps", "2"]
-    result = accelerate_launch(args, cwd=tmp_path, timeout=900)
+    result = launch(args, cwd=tmp_path, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     error = max_abs_difference(final_weights(save_root), doubled_batch)
     print(f"batch 1 x accumulation 2 vs batch 2: max abs weight difference {error:.2e}")

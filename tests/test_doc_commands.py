@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, TINY_RUN, run_env
+from support import REPO, TINY_RUN, run_env
 
 # Real processes end to end: `pytest -m "not slow"` leaves them out.
 pytestmark = pytest.mark.slow

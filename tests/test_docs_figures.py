@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REPO, run_env
 from cvae_dist import docs_figures
 from cvae_dist.schedules import KLAnnealer, teacher_forcing_coin, teacher_forcing_ratio
+from support import REPO, run_env
 
 # What each labelled line of the figures must be, recomputed here from the schedules directly.
 BETA_EXPECTED = {

@@ -17,7 +17,7 @@ from cvae_dist.data.course import CourseDataset, to_unit_float
 from cvae_dist.model import CVAE
 from cvae_dist.rollout import generate
 
-SEQUENCES, FRAMES = 2, 40  # conftest's SMALL_DATASET test split
+SEQUENCES, FRAMES = 2, 40  # support.SMALL_DATASET's test split
 C, H, W = 3, 32, 64
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,16 +12,16 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from conftest import REPO, TINY_RUN, accelerate_launch
 from course_model import course_model, course_rollout
 from cvae_dist import interop
-from cvae_dist.checkpoint import load_model, load_weights_into
+from cvae_dist.checkpoint import list_checkpoints, load_model
 from cvae_dist.config import PRESETS, ModelConfig, resolve, save_config_file
 from cvae_dist.data.course import CourseDataset, Video, to_unit_float
 from cvae_dist.errors import UserError
 from cvae_dist.evaluate import evaluate_video
 from cvae_dist.metrics import average_psnr, psnr_per_frame
 from cvae_dist.model import CVAE
+from support import REPO, TINY_RUN
 
 TEMPLATE = json.loads((Path(__file__).parent / "data" / "template_state_dict.json").read_text())
 COURSE_SHAPES = {key: tuple(shape) for key, shape in TEMPLATE["state_dict"].items()}
@@ -67,6 +68,7 @@ def test_import_then_export_round_trips_a_course_checkpoint(tmp_path):
     assert (config.train.lr, config.method.tfr) == (1e-4, 0.3)
     for key, tensor in model.state_dict().items():
         assert torch.equal(tensor, original["state_dict"][key]), key
+    assert_same_network(CVAE.from_pretrained(tmp_path / "imported"), model)  # an imported folder is a save_pretrained one too
 
     interop.main(["export", str(tmp_path / "imported"), str(tmp_path / "exported.ckpt")])
     exported = torch.load(tmp_path / "exported.ckpt", weights_only=True)
@@ -165,12 +167,10 @@ def course_scores(course_ckpt: Path, video: Video, model: ModelConfig) -> torch.
 
 
 @pytest.mark.slow
-def test_the_course_compatible_config_trains_weights_the_course_code_rolls_out_the_same(dataset_root, tmp_path, capsys):
+def test_the_course_compatible_config_trains_weights_the_course_code_rolls_out_the_same(launch, dataset_root, tmp_path, capsys):
     run = tmp_path / "course_compatible"
     config = REPO / interop.COURSE_COMPATIBLE_CONFIG
-    result = accelerate_launch(
-        ["--config", str(config), "--DR", str(dataset_root), "--save_root", str(run), *TINY_RUN, "--num_epoch", "1"], cwd=tmp_path
-    )
+    result = launch(["--config", str(config), "--DR", str(dataset_root), "--save_root", str(run), *TINY_RUN, "--num_epoch", "1"], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert interop.main(["export", str(run), str(tmp_path / "course.ckpt")]) == 0
     assert capsys.readouterr().err == ""
@@ -228,11 +228,37 @@ def test_save_pretrained_and_from_pretrained_round_trip(tmp_path):
     assert {"config.json", "model.safetensors"} <= {p.name for p in (tmp_path / "pretrained").iterdir()}
     assert json.loads((tmp_path / "pretrained" / "config.json").read_text())["output_activation"] == "none"
     loaded = CVAE.from_pretrained(tmp_path / "pretrained")
-    assert loaded.config == model.config and not loaded.training
-    for key, tensor in model.state_dict().items():
-        assert torch.equal(loaded.state_dict()[key], tensor), key
-    # The folder's weights also load through the training code's strict loader.
-    load_weights_into(CVAE(ModelConfig(**PRESETS["tiny"], output_activation="none")), tmp_path / "pretrained" / "model.safetensors")
+    assert not loaded.training
+    assert_same_network(loaded, model)
+    # The folder also loads where evaluate, generate, export and --ckpt_path load weights, with its network's settings.
+    loaded, config = load_model(tmp_path / "pretrained")
+    assert_same_network(loaded, model)
+    assert config.model == model.config
+
+
+def test_a_runs_weights_folders_are_save_pretrained_folders_too(tiny_run):
+    for folder in [tiny_run / "best", *list_checkpoints(tiny_run)]:
+        model, config = load_model(folder)
+        assert_same_network(CVAE.from_pretrained(folder), model)
+
+
+def test_weights_folders_written_before_config_json_still_load(tiny_run, tmp_path):
+    old = shutil.copytree(tiny_run / "best", tmp_path / "best")
+    (old / "config.json").unlink()
+    model, config = load_model(old)
+    assert config.train.num_epoch == 2  # the run's own settings, from config.yaml
+    assert_same_network(model, load_model(tiny_run / "best")[0])
+    (old / "config.yaml").unlink()
+    with pytest.raises(UserError, match="config.yaml: missing \\(nor is there a config.json\\); it records which network"):
+        load_model(old)
+
+
+def assert_same_network(loaded: CVAE, expected: CVAE) -> None:
+    assert loaded.config == expected.config
+    state = loaded.state_dict()
+    assert state.keys() == expected.state_dict().keys()
+    for key, tensor in expected.state_dict().items():
+        assert torch.equal(state[key], tensor), key
 
 
 def test_from_pretrained_is_strict(tmp_path):

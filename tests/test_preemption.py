@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from conftest import run_env
+from support import run_env
 
 # A persistent-worker loader iterated once and still referenced at exit, as the training loop leaves it.
 SCRIPT = """

@@ -18,7 +18,7 @@ def test_read_run_sees_teacher_forcing_beta_and_settings(tiny_run):
     assert run.series("epoch/teacher_forcing")[1].tolist() == [1.0, 0.0]  # --tfr_sde 1 --tfr_d_step 1
     assert run.series("epoch/tfr")[1].tolist() == [1.0, 0.0]
     assert sorted(set(run.series("train/beta")[1].tolist())) == [0.0, 0.5]  # Monotonic over 2 epochs
-    assert run.settings["kl_anneal_type"] == "Monotonic" and run.settings["preset"] == "tiny"
+    assert run.hparams["kl_anneal_type"] == "Monotonic" and run.hparams["preset"] == "tiny"
     assert len(run.series("final/psnr_per_frame")[0]) == 15
 
 

@@ -21,9 +21,9 @@ import torch
 from safetensors.torch import load_file
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import REPO, TINY_RUN, run_env
 from cvae_dist import checkpoint as ckpt
 from cvae_dist.train import EXIT_REQUEUE
+from support import REPO, TINY_RUN, run_env
 
 # Real processes end to end: `pytest -m "not slow"` leaves them out.
 pytestmark = pytest.mark.slow

@@ -6,7 +6,6 @@ requeues itself and finishes, and slurm/multinode.sh with two tasks standing in 
 from __future__ import annotations
 
 import csv
-import os
 import re
 import subprocess
 import sys
@@ -20,10 +19,10 @@ from tensorboard.context import RequestContext
 from tensorboard.plugins import base_plugin
 from tensorboard.plugins.hparams import api_pb2, backend_context, list_session_groups
 
-from conftest import REPO, run_env
 from cvae_dist import checkpoint as ckpt
 from cvae_dist.sweep import load_grid, point_name
-from local_slurm import LocalSlurm, unavailable_reason
+from local_slurm import CPU_RESOURCES, ENDED, LocalSlurm, scontrol_job, slurm_env
+from support import REPO, run_env
 
 # Real processes end to end: `pytest -m "not slow"` leaves them out.
 pytestmark = pytest.mark.slow
@@ -50,24 +49,6 @@ grid:
     val_vi_len: 100000
 """
 )
-# The scripts ask for a GPU node's resources; a one-node CPU cluster grants none of them.
-CPU_RESOURCES = ["--gres=none", "--cpus-per-task=1"]
-
-
-@pytest.fixture(scope="module")
-def slurm(tmp_path_factory):
-    reason = unavailable_reason()
-    if reason:
-        pytest.skip(reason)
-    with LocalSlurm(tmp_path_factory.mktemp("slurm"), cpus=4) as cluster:
-        yield cluster
-
-
-def slurm_env(slurm: LocalSlurm, **extra: str) -> dict[str, str]:
-    """The user's environment at submission: the Python environment first on PATH, the repository."""
-    env = run_env()
-    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env["PATH"]])
-    return slurm.env({**env, "CVAE_DIST_DIR": str(REPO), **extra})
 
 
 def sbatch(slurm: LocalSlurm, args: list[str], cwd: Path, status: int = 0, **extra: str) -> subprocess.CompletedProcess:
@@ -217,15 +198,6 @@ def test_summary_of_a_folder_without_events_is_one_line(tmp_path):
     result = subprocess.run([sys.executable, "-m", "cvae_dist.tb_summary", str(tmp_path)], env=run_env(), capture_output=True, text=True, timeout=600)
     assert result.returncode == 2
     assert result.stderr.strip() == f"error: {tmp_path}: no TensorBoard event files under it"
-
-
-ENDED = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT")
-
-
-def scontrol_job(slurm: LocalSlurm, job: str) -> dict[str, str]:
-    """`scontrol show job` as field -> value."""
-    result = subprocess.run(["scontrol", "-o", "show", "job", job], env=slurm_env(slurm), capture_output=True, text=True, check=True)
-    return dict(re.findall(r"(\w+)=(\S*)", result.stdout))
 
 
 def wait_for_job(slurm: LocalSlurm, job: str, log: Path, ready, what: str, timeout: float = 900) -> dict[str, str]:

@@ -8,11 +8,11 @@ import sys
 import pytest
 import yaml
 
-from conftest import REPO, run_env
 from cvae_dist.config import parse_args, resolve
 from cvae_dist.errors import UserError
 from cvae_dist.sweep import load_grid, point_flags, point_name
 from cvae_dist.train import DEMO_CONFIG
+from support import REPO, run_env
 
 GRIDS = sorted((REPO / "slurm" / "grids").glob("*.yaml"))
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from cvae_dist.config import DataConfig
+from cvae_dist.data.lengths import check_train_length, val_length
+
+__all__ = ["SYNTHETIC_ROOT", "check_train_length", "dataset_root", "val_length"]
 
 SYNTHETIC_ROOT = Path("data")
 

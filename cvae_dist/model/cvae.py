@@ -6,7 +6,8 @@ every parameter used in one call.
 
 `save_pretrained(folder)` / `CVAE.from_pretrained(folder)` (huggingface_hub's
 PyTorchModelHubMixin) write and read `config.json` (the ModelConfig) and `model.safetensors`;
-a local folder needs no network.
+a local folder needs no network. A run's `best/` and checkpoint folders carry both files too
+(checkpoint.write_weights_config), and `checkpoint.load_model` reads either layout.
 """
 
 import torch

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from accelerate import Accelerator
 
-# What each training batch reports (tracking.StepTags names them in the log).
-KEYS = ("loss", "mse", "kl", "teacher_forcing", "grad_norm")
+from cvae_dist.tracking import BatchScalars
+
+_COUNT = len(dataclasses.fields(BatchScalars))
 
 
 class Averages:
@@ -17,19 +20,17 @@ class Averages:
         self.sums = self._zeros()
 
     def _zeros(self) -> torch.Tensor:
-        return torch.zeros(len(KEYS) + 1, device=self.accelerator.device)  # the last one counts batches
+        return torch.zeros(_COUNT + 1, device=self.accelerator.device)  # the last one counts batches
 
-    def add(self, values: dict[str, torch.Tensor]) -> None:
-        self.sums += torch.stack([*(values[key].float() for key in KEYS), torch.ones((), device=self.sums.device)])
+    def add(self, scalars: BatchScalars[torch.Tensor]) -> None:
+        self.sums += torch.stack([*(value.float() for value in scalars.values()), torch.ones((), device=self.sums.device)])
 
-    def pop(self) -> dict[str, float]:
+    def pop(self) -> BatchScalars[float]:
         """The averages since the last pop, over batches and processes; then start again."""
         *totals, batches = self.accelerator.reduce(self.sums, reduction="sum").tolist()
         self.sums = self._zeros()
-        batches = max(batches, 1.0)
-        means = {key: total / batches for key, total in zip(KEYS, totals)}
+        sums, means = BatchScalars(*totals), BatchScalars(*(total / max(batches, 1.0) for total in totals))
         # A gradient norm is recorded once per optimizer step and process, at the step's last batch.
         processes = self.accelerator.num_processes
         steps = max(batches / (processes * self.accelerator.gradient_accumulation_steps), 1.0)
-        means["grad_norm"] = totals[KEYS.index("grad_norm")] / (steps * processes)
-        return means
+        return dataclasses.replace(means, grad_norm=sums.grad_norm / (steps * processes))

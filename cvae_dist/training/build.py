@@ -12,8 +12,8 @@ from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 
 from cvae_dist import checkpoint as ckpt
-from cvae_dist.config import Config, DataConfig, TrainConfig, check_train_length, val_length
-from cvae_dist.data import dataset_root
+from cvae_dist.config import Config, DataConfig, TrainConfig
+from cvae_dist.data import check_train_length, dataset_root, val_length
 from cvae_dist.data.course import CourseDataset, IndexedWindows, Video, WindowSampler, collate_windows
 from cvae_dist.errors import UserError
 from cvae_dist.model import CVAE
@@ -56,11 +56,12 @@ class Parts:
         return math.ceil(self.batches_in_epoch(epoch) / self.config.train.gradient_accumulation_steps)
 
 
-def build(config: Config) -> Parts:
-    """Every part of a run, checked against its data; writes nothing."""
+def build(config: Config, videos: tuple[Video, Video] | None = None) -> Parts:
+    """Every part of a run, checked against its data; writes nothing. `videos`: the training and
+    validation videos already in memory (tests), instead of those of the --DR dataset."""
     accelerator = make_accelerator(config)
     set_seed(config.train.seed)
-    train_video, val_video = load_videos(config, accelerator)
+    train_video, val_video = videos or load_videos(config, accelerator)
     windows = IndexedWindows(train_video, config.data.train_vi_len, config.data.partial)
     sampler = WindowSampler(windows_in_epoch(config.data, len(windows), len(train_video.frames)), config.data.shuffle, config.train.seed)
     model = make_model(config, accelerator)
@@ -113,7 +114,7 @@ def make_model(config: Config, accelerator: Accelerator) -> torch.nn.Module:
     train = config.train
     model = CVAE(config.model)
     if train.ckpt_path is not None:
-        ckpt.load_weights_into(model, ckpt.find_weights(train.ckpt_path, "--ckpt_path")[0])
+        ckpt.load_weights_into(model, ckpt.find_weights(train.ckpt_path, "--ckpt_path").file)
     # DeepSpeed views every parameter as flat bytes, which channels-last weights are not.
     if train.channels_last and not uses_deepspeed(accelerator):
         model = model.to(memory_format=torch.channels_last)

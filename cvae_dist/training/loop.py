@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import signal
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -13,11 +13,11 @@ from tqdm.auto import tqdm
 
 from cvae_dist import checkpoint as ckpt
 from cvae_dist.data.course import to_unit_float
-from cvae_dist.evaluate import Evaluation, evaluate_video, write_evaluation, write_gif
+from cvae_dist.evaluate import Evaluation, write_evaluation, write_gif
 from cvae_dist.loss import cvae_loss
-from cvae_dist.rollout import latent_noise, recalibrate_batchnorm
+from cvae_dist.rollout import latent_noise
 from cvae_dist.schedules import Schedules
-from cvae_dist.tracking import EPOCH, FINAL, TB_PROJECT, TRAIN, VAL, frame_strip, write_hparams
+from cvae_dist.tracking import EPOCH, FINAL, TB_PROJECT, TRAIN, VAL, BatchScalars, StepScalars, frame_strip, write_hparams
 from cvae_dist.training.averages import Averages
 from cvae_dist.training.build import Parts
 from cvae_dist.training.guard import NonFiniteGuard
@@ -25,10 +25,11 @@ from cvae_dist.training.precision import device_note
 from cvae_dist.training.preemption import Preempted, StopSignal, shut_down_workers
 from cvae_dist.training.run_folder import RunFolder
 from cvae_dist.training.state import TrainingState
+from cvae_dist.training.validation import Validation, evaluate, validate
 
 
 class Loop:
-    """Fits a run's parts: `fit` runs the epochs, `train_epoch` its batches, `train_batch` one of them, `validate` the rollout."""
+    """Fits a run's parts: `fit` runs the epochs, `train_epoch` its batches, `train_batch` one of them, `validate` the epoch's validation."""
 
     def __init__(self, parts: Parts, stop: StopSignal | None = None):
         # Without a StopSignal entered by the command (a benchmark, a notebook), signals keep their usual effect.
@@ -70,7 +71,7 @@ class Loop:
                     means = self.train_epoch()
                     state.epoch += 1
                     self.scheduler.step()
-                    self.accelerator.log(means, step=state.epoch)
+                    self.accelerator.log(EPOCH.of(means), step=state.epoch)
                     state.validation_due = state.epoch % train.eval_every == 0 or state.epoch == train.num_epoch
                     self._end_epoch()
         finally:
@@ -104,7 +105,7 @@ class Loop:
         if self.state.epoch >= epochs:
             print(f"all {epochs} epochs were already trained: evaluating the best weights again", flush=True)
 
-    def train_epoch(self) -> dict[str, float]:
+    def train_epoch(self) -> StepScalars[float]:
         """The epoch's batches (after a resume, those not yet done); returns its averages to log."""
         state, loader = self.state, self.parts.loader
         epoch = state.epoch
@@ -120,9 +121,9 @@ class Loop:
             if batches is not loader:  # the skipping loader has workers of its own
                 shut_down_workers(batches)
         state.batch_in_epoch = 0
-        return EPOCH.of({**means, **self._schedule_values()})
+        return self._with_schedules(means)
 
-    def _train_batches(self, batches) -> dict[str, float]:
+    def _train_batches(self, batches) -> BatchScalars[float]:
         """Train on `batches`; returns their averages."""
         state, epoch = self.state, self.state.epoch
         self.progress.set_description(f"epoch {epoch + 1}/{self.config.train.num_epoch}")
@@ -138,13 +139,14 @@ class Loop:
                 self.progress.update(1)
                 if state.step % self.config.train.log_every == 0:
                     means = since_log.pop()
-                    self.accelerator.log(TRAIN.of({**means, **self._schedule_values()}), step=state.step)
-                    self.progress.set_postfix(loss=f"{means['loss']:.4g}", refresh=False)
+                    self.accelerator.log(TRAIN.of(self._with_schedules(means)), step=state.step)
+                    self.progress.set_postfix(loss=f"{means.loss:.4g}", refresh=False)
                 self._after_step(last_in_epoch=state.batch_in_epoch == self.parts.batches_in_epoch(epoch))
         return whole_epoch.pop()
 
-    def _schedule_values(self) -> dict[str, float]:
-        return {"beta": self.state.beta, "tfr": self.state.tfr, "lr": self.scheduler.get_last_lr()[0]}
+    def _with_schedules(self, means: BatchScalars[float]) -> StepScalars[float]:
+        lr = self.scheduler.get_last_lr()[0]
+        return StepScalars(**dataclasses.asdict(means), beta=self.state.beta, tfr=self.state.tfr, lr=lr)
 
     def _after_step(self, last_in_epoch: bool) -> None:
         """The checkpoint due every --checkpointing_steps (the epoch's last step saves as the epoch's),
@@ -166,7 +168,7 @@ class Loop:
             return None
         return self.folder.maybe_save(self.state.step, self.state.epoch, reason)
 
-    def train_batch(self, frames: torch.Tensor, labels: torch.Tensor, windows: list[int]) -> dict[str, torch.Tensor]:
+    def train_batch(self, frames: torch.Tensor, labels: torch.Tensor, windows: list[int]) -> BatchScalars[torch.Tensor]:
         """One micro-batch: forward, loss, backward, and (at accumulation boundaries) the optimizer step."""
         method, state = self.config.method, self.state
         frames, labels = to_unit_float(frames), to_unit_float(labels)
@@ -194,74 +196,37 @@ class Loop:
                 # With fp16 the GradScaler skips a non-finite step itself and must see it to lower its scale.
                 self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
-        return {
-            "loss": terms.total.detach(),
-            "mse": terms.mse.detach(),
-            "kl": terms.kl.detach(),
-            "teacher_forcing": forced_share,
-            "grad_norm": grad_norm.detach(),
-        }
+        return BatchScalars(terms.total.detach(), terms.mse.detach(), terms.kl.detach(), forced_share, grad_norm.detach())
 
-    def validate(self) -> Evaluation:
-        """Roll out the validation video; every process runs it so sharded models can gather weights.
-
-        A lab-sized rollout on a CPU outlasts Slurm's wait between SIGTERM and SIGKILL, so the
-        processes agree on a stop after every frame and checkpoint with the validation still due."""
-        model, state = self.accelerator.unwrap_model(self.model), self.state
-        with self.parts.precision.autocast():
-            recalibrate_batchnorm(model, self._recalibration_labels())
-        evaluation = self._evaluate(model, on_frame=self._stop_if_agreed)
-        improved = evaluation.average > state.best_psnr
-        if improved:
-            state.best_psnr, state.best_epoch = evaluation.average, state.epoch
-            self.folder.save_best(state.step, state.epoch)
+    def validate(self) -> Validation:
+        """The epoch's validation (see validation.validate; a stop during it checkpoints), the best weights kept, the scores logged."""
+        validation = validate(self.parts, on_frame=self._stop_if_agreed)
+        improved = self.folder.save_if_best(self.state, validation.psnr)
         if self.is_main:
-            self.accelerator.log(
-                {
-                    VAL.psnr: evaluation.average,
-                    VAL.best_psnr: state.best_psnr,
-                    VAL.baseline_psnr: evaluation.baseline_average,
-                    VAL.one_step_psnr: evaluation.one_step_average,
-                    VAL.copy_previous_psnr: evaluation.copy_previous_average,
-                },
-                step=state.epoch,
-            )
-            self._log_strip(VAL.rollout, evaluation)
-            if self.config.train.store_visualization:
-                write_gif(evaluation, self.parts.val_video, self.folder.root / ckpt.EVAL / f"rollout-epoch-{state.epoch}.gif")
-            self.progress.write(
-                f"epoch {state.epoch}: validation PSNR {evaluation.average:.2f} dB"
-                + (" (best)" if improved else "")
-                + f"; one step ahead {evaluation.one_step_average:.2f} dB (copy previous {evaluation.copy_previous_average:.2f} dB)"
-            )
-        return evaluation
+            self._log_validation(validation, improved)
+        return validation
 
-    def _evaluate(self, model, on_frame: Callable[[], None] | None = None) -> Evaluation:
-        data, device = self.config.data, self.accelerator.device
-        return evaluate_video(
-            model,
-            self.parts.val_video,
-            device,
-            data.val_vi_len,
-            seed=self.config.train.seed,
-            autocast=self.parts.precision.autocast,
-            on_frame=on_frame,
-        )
-
-    def _recalibration_labels(self):
-        """Pose labels of training windows evenly spaced over the video, in training-size batches, the same on every process."""
-        windows, batch = self.parts.windows, self.config.train.batch_size
-        count = min(self.config.method.bn_recalibration_windows, len(windows))
-        indices = torch.linspace(0, len(windows) - 1, count).round().long().tolist() if count else []
-        for start in range(0, count, batch):
-            labels = torch.stack([windows[i][1] for i in indices[start : start + batch]])
-            yield to_unit_float(labels.to(self.accelerator.device))
-
-    def _log_strip(self, tag: str, evaluation: Evaluation) -> None:
-        video, length = self.parts.val_video, len(evaluation.pred)
+    def _log_validation(self, validation: Validation, improved: bool) -> None:
+        epoch, video = self.state.epoch, self.parts.val_video
+        scores = {
+            VAL.psnr: validation.psnr,
+            VAL.best_psnr: self.state.best_psnr,
+            VAL.baseline_psnr: validation.baseline_psnr,
+            VAL.one_step_psnr: validation.one_step_psnr,
+            VAL.copy_previous_psnr: validation.copy_previous_psnr,
+        }
+        self.accelerator.log(scores, step=epoch)
+        length = len(validation.rollout)
         truth, labels = (to_unit_float(torch.from_numpy(frames[:length].copy())) for frames in (video.frames, video.labels))
-        strip = frame_strip([truth, evaluation.pred, labels])
-        self.accelerator.get_tracker("tensorboard").log_images({tag: strip}, step=self.state.epoch, dataformats="HWC")
+        strip = frame_strip([truth, validation.rollout, labels])
+        self.accelerator.get_tracker("tensorboard").log_images({VAL.rollout: strip}, step=epoch, dataformats="HWC")
+        if self.config.train.store_visualization:
+            write_gif(validation.rollout, video, self.folder.root / ckpt.EVAL / f"rollout-epoch-{epoch}.gif")
+        tqdm.write(
+            f"epoch {epoch}: validation PSNR {validation.psnr:.2f} dB"
+            + (" (best)" if improved else "")
+            + f"; one step ahead {validation.one_step_psnr:.2f} dB (copy previous {validation.copy_previous_psnr:.2f} dB)"
+        )
 
     def finish(self) -> Evaluation | None:
         """Evaluate the best weights, write their CSV, plot and GIF, and log the per-frame PSNR (on the main process)."""
@@ -269,7 +234,7 @@ class Loop:
         evaluation = None
         if self.is_main:
             model, _ = ckpt.load_model(self.folder.root / ckpt.BEST, self.accelerator.device)
-            evaluation = self._evaluate(model)
+            evaluation = evaluate(self.parts, model)
             write_evaluation(evaluation, self.parts.val_video, self.folder.root / ckpt.EVAL, title=f"{self.folder.root.name}: PSNR per frame")
             tracker = self.accelerator.get_tracker("tensorboard", unwrap=True)
             for frame in range(1, len(evaluation.psnr)):

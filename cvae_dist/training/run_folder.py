@@ -1,8 +1,10 @@
-"""A run's folder as every process of a run uses it: where the run starts, and checkpoints that
-each process writes its part of and the main process seals (checkpoint.py has the file operations)."""
+"""A run's folder as every process of a run uses it: where the run starts (the one place that
+decides it), the best weights, and checkpoints that each process writes its part of and the main
+process seals (checkpoint.py has the file operations)."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 from collections.abc import Callable
@@ -12,10 +14,11 @@ from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list
 
 from cvae_dist import checkpoint as ckpt
-from cvae_dist.config import Config
+from cvae_dist.config import Config, is_bookkeeping, load_config_file
 from cvae_dist.errors import UserError, disk_full
 from cvae_dist.training.precision import uses_deepspeed
 from cvae_dist.training.run_lock import RunLock
+from cvae_dist.training.state import TrainingState
 
 
 class RunFolder:
@@ -52,7 +55,7 @@ class RunFolder:
     def _choose_start(self) -> Path | None:
         notes = self._lock()
         try:
-            folder, more = ckpt.choose_start(self.config)
+            folder, more = choose_start(self.config)
         except BaseException:
             self.release()
             raise
@@ -107,8 +110,13 @@ class RunFolder:
         self.accelerator.wait_for_everyone()
         return folder
 
-    def save_best(self, step: int, epoch: int) -> None:
-        self._write_sealed(self.root / ckpt.BEST, lambda staging: self.accelerator.save_model(self.model, staging), step, epoch, "best")
+    def save_if_best(self, state: TrainingState, psnr: float) -> bool:
+        """Write best/ if the validation PSNR `psnr` beats the run's best so far, recorded in `state`; whether it did."""
+        improved = psnr > state.best_psnr
+        if improved:
+            state.best_psnr, state.best_epoch = psnr, state.epoch
+            self._write_sealed(self.root / ckpt.BEST, self._save_model, state.step, state.epoch, "best")
+        return improved
 
     def latest(self) -> Path | None:
         found = ckpt.list_checkpoints(self.root)
@@ -119,7 +127,10 @@ class RunFolder:
         if uses_deepspeed(self.accelerator):
             # DeepSpeed's save_state writes its own (sharded) format; the weights also go next to it
             # as safetensors, so a checkpoint folder serves evaluation and --ckpt_path as without DeepSpeed.
-            self.accelerator.save_model(self.model, folder)
+            self._save_model(folder)
+
+    def _save_model(self, folder: Path) -> None:
+        self.accelerator.save_model(self.model, folder)
 
     def _write_sealed(self, folder: Path, write: Callable[[Path], None], step: int, epoch: int, reason: str) -> None:
         """Every process writes its part into a staging folder; the main process seals it with a
@@ -152,3 +163,75 @@ class RunFolder:
         if latest is None:
             return "no checkpoint was complete yet: a new run starts from scratch"
         return f"--resume_from_checkpoint latest will use {latest}"
+
+
+# ---- where a run starts ------------------------------------------------------------------------
+
+
+def choose_start(config: Config) -> tuple[Path | None, list[str]]:
+    """The checkpoint a run starts from (None: from scratch), after checking it may use its folder.
+
+    A folder that holds a run with other settings is refused unless the user resumes it or
+    overwrites it. A folder that holds a run with the same settings is continued from its
+    latest checkpoint: re-running a command neither loses a finished run nor starts over.
+    Called on the main process; returns notes to print.
+    """
+    train, save_root = config.train, Path(config.train.save_root)
+    notes = ckpt.recover(save_root)
+    if train.overwrite:
+        removed = ckpt.clear_run(save_root)
+        if removed:
+            notes.append(f"note: --overwrite removed the previous run's {', '.join(removed)} from {save_root}")
+        return None, notes
+    resume = train.resume_from_checkpoint
+    if _holds_run(save_root) and not _inside(save_root, resume):
+        changed = _differences(_previous_config(save_root), config)
+        if changed:
+            raise UserError(
+                f"--save_root {save_root} holds a run with other settings ({changed}); add --resume_from_checkpoint "
+                "latest to continue it with these settings, --overwrite to replace it, or choose another --save_root"
+            )
+        if resume is None:
+            notes.append(f"note: {save_root} already holds a run with these settings: continuing it (--overwrite starts afresh)")
+            resume = "latest"
+    if resume is None:
+        return None, notes
+    folder, more = ckpt.resolve_resume(save_root, resume)
+    notes += more
+    if folder is not None and json.loads((folder / ckpt.MANIFEST).read_text()).get("config_digest") != ckpt.run_identity(config):
+        changed = _differences(load_config_file(folder / ckpt.CONFIG), config)
+        notes.append(f"note: resuming with settings that differ from the checkpoint's: {changed}")
+    return folder, notes
+
+
+def _holds_run(save_root: Path) -> bool:
+    return (save_root / ckpt.CONFIG).exists() or (save_root / ckpt.BEST).exists() or bool(ckpt.list_checkpoints(save_root))
+
+
+def _differences(before: Config, after: Config) -> str:
+    """'lr 0.001 -> 0.01, num_epoch 2 -> 3': the settings that make `after` another run than `before`."""
+    old, new = before.flat(), after.flat()
+    changed = [f"{k} {old[k]} -> {new[k]}" for k in new if not is_bookkeeping(k) and old.get(k) != new[k]]
+    return ", ".join(changed[:4]) + (f" and {len(changed) - 4} more" if len(changed) > 4 else "")
+
+
+def _inside(save_root: Path, resume: str | None) -> bool:
+    """Whether --resume_from_checkpoint continues the run in save_root itself."""
+    return resume == "latest" or (resume is not None and save_root.resolve() in Path(resume).resolve().parents)
+
+
+def _previous_config(save_root: Path) -> Config:
+    path = save_root / ckpt.CONFIG
+    try:
+        return load_config_file(path) if path.is_file() else _checkpoint_config(save_root)
+    except UserError as err:
+        raise UserError(
+            f"--save_root {save_root} holds a run whose settings cannot be read ({err}); use --overwrite to replace it or choose another --save_root"
+        ) from None
+
+
+def _checkpoint_config(save_root: Path) -> Config:
+    for folder in [*reversed(ckpt.list_checkpoints(save_root)), save_root / ckpt.BEST]:
+        if (folder / ckpt.CONFIG).is_file():
+            return load_config_file(folder / ckpt.CONFIG)
+    raise UserError(f"{save_root / ckpt.CONFIG}: missing")

@@ -1,4 +1,4 @@
-"""SSIM against an independent reference, and evaluation over N latent samples."""
+"""Evaluation: the rollout scored as the course scores it, and over N latent samples."""
 
 from __future__ import annotations
 
@@ -11,56 +11,12 @@ import torch
 from safetensors.torch import save_file
 
 from cvae_dist import evaluate
-from cvae_dist.config import resolve, save_config_file
-from cvae_dist.data.course import CourseDataset
+from cvae_dist.config import PRESETS, ModelConfig, resolve, save_config_file
+from cvae_dist.data.course import CourseDataset, Video, to_unit_float
+from cvae_dist.evaluate import evaluate_video
 from cvae_dist.metrics import average_psnr, psnr_per_frame, ssim_per_frame
 from cvae_dist.model import CVAE
-
-C1, C2 = 0.01**2, 0.03**2
-
-
-def reference_ssim(x: np.ndarray, y: np.ndarray) -> float:
-    """SSIM of two (C, H, W) images in [0, 1], window by window, straight from Wang et al. (2004).
-
-    Every 11x11 window that fits in the image is weighted by a Gaussian of sigma 1.5 written out
-    in two dimensions; statistics are per channel; the index is averaged over windows and channels.
-    """
-    offsets = np.arange(11) - 5
-    weights = np.exp(-(offsets[:, None] ** 2 + offsets[None, :] ** 2) / (2 * 1.5**2))
-    weights /= weights.sum()
-    channels, height, width = x.shape
-    scores = []
-    for c in range(channels):
-        for top in range(height - 10):
-            for left in range(width - 10):
-                a, b = x[c, top : top + 11, left : left + 11], y[c, top : top + 11, left : left + 11]
-                mu_a, mu_b = (weights * a).sum(), (weights * b).sum()
-                var_a, var_b = (weights * (a - mu_a) ** 2).sum(), (weights * (b - mu_b) ** 2).sum()
-                cov = (weights * (a - mu_a) * (b - mu_b)).sum()
-                scores.append(((2 * mu_a * mu_b + C1) * (2 * cov + C2)) / ((mu_a**2 + mu_b**2 + C1) * (var_a + var_b + C2)))
-    return float(np.mean(scores))
-
-
-def test_ssim_matches_a_window_by_window_reference():
-    generator = torch.Generator().manual_seed(0)
-    truth = torch.rand(2, 3, 16, 24, generator=generator)
-    noisy = (truth + 0.1 * torch.randn(truth.shape, generator=generator)).clamp(0, 1)
-    ours = ssim_per_frame(noisy, truth)
-    assert ours.shape == (2,)
-    for frame in range(2):
-        assert float(ours[frame]) == pytest.approx(
-            reference_ssim(noisy[frame].numpy().astype(np.float64), truth[frame].numpy().astype(np.float64)), abs=1e-6
-        )
-    assert 0.2 < float(ours[0]) < 0.95
-
-
-def test_ssim_of_flat_images_has_its_closed_form():
-    a, b = 0.3, 0.7
-    flat_a, flat_b = torch.full((1, 3, 32, 64), a), torch.full((1, 3, 32, 64), b)
-    # No variance anywhere: only the luminance term (2ab + C1) / (a^2 + b^2 + C1) is left.
-    assert float(ssim_per_frame(flat_a, flat_b)[0]) == pytest.approx((2 * a * b + C1) / (a * a + b * b + C1), rel=1e-6)
-    image = torch.rand(4, 5, 3, 32, 64)
-    assert torch.allclose(ssim_per_frame(image, image), torch.ones(4, 5), atol=1e-6)
+from cvae_dist.rollout import generate, one_step
 
 
 @pytest.fixture
@@ -120,3 +76,24 @@ def test_evaluate_cli_writes_mean_and_best_of_n(tiny_weights, dataset_root, tmp_
     assert len((out / "psnr_per_frame.csv").read_text().splitlines()) == 64  # the header and frames 1-63
     assert evaluate.main(["--ckpt", str(folder / "nowhere"), "--out", str(out)]) == 2
     assert capsys.readouterr().err == f"error: --ckpt {folder / 'nowhere'}: no such file or folder\n"
+
+
+def test_evaluation_scores_the_network_output_unclamped_as_the_course_does():
+    torch.manual_seed(0)
+    model = CVAE(ModelConfig(**PRESETS["tiny"], output_activation="none")).eval()
+    torch.nn.init.normal_(model.Generator[-1].weight, std=0.5)  # frames well outside [0, 1]
+    frames = torch.randint(0, 256, (6, 3, 32, 64), dtype=torch.uint8)
+    video = Video(frames=frames.numpy(), labels=torch.randint(0, 256, (6, 3, 32, 64), dtype=torch.uint8).numpy())
+    truth, labels = to_unit_float(frames), to_unit_float(torch.from_numpy(video.labels))
+    with torch.no_grad():
+        pred = generate(model, truth[:1], labels[None], z="mean")[0]
+        ahead = one_step(model, truth[None], labels[None], z="mean")[0]
+    assert pred.min() < 0 or pred.max() > 1
+
+    evaluation = evaluate_video(model, video, "cpu", z="mean")
+    torch.testing.assert_close(evaluation.pred, pred)
+    torch.testing.assert_close(evaluation.psnr, psnr_per_frame(pred, truth))
+    torch.testing.assert_close(evaluation.ssim, ssim_per_frame(pred, truth))
+    torch.testing.assert_close(evaluation.one_step_psnr, psnr_per_frame(ahead, truth))
+    # A clamp only ever moves a prediction towards the truth's range: it would have scored higher.
+    assert evaluation.average < float(average_psnr(psnr_per_frame(pred.clamp(0, 1), truth)))

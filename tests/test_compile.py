@@ -1,8 +1,7 @@
-"""The opt-in speed settings through a real `accelerate launch`, and the benchmark as a smoke run."""
+"""The opt-in compilation through a real `accelerate launch`, and the compiled rollout against eager."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 
@@ -10,10 +9,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import REPO, TINY_RUN, accelerate_launch, run_env
 from cvae_dist.config import PRESETS, ModelConfig
 from cvae_dist.loss import cvae_loss
 from cvae_dist.model import CVAE
+from support import REPO, TINY_RUN, run_env
 
 
 @pytest.mark.slow  # compiles twice
@@ -38,7 +37,7 @@ def test_compiled_rollout_matches_eager(teacher_forcing):
 
 
 @pytest.mark.slow
-def test_compiled_checkpointed_run_saves_the_course_key_names(dataset_root, tmp_path):
+def test_compiled_checkpointed_run_saves_the_course_key_names(launch, dataset_root, tmp_path):
     save_root = tmp_path / "run"
     args = [
         "--DR",
@@ -55,36 +54,12 @@ def test_compiled_checkpointed_run_saves_the_course_key_names(dataset_root, tmp_
         "eager",
         "--activation_checkpointing",
     ]
-    result = accelerate_launch(args, cwd=tmp_path)
+    result = launch(args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     weights = load_file(save_root / "best" / "model.safetensors")
     # The compiled module's wrapper would prefix every key with `_orig_mod.`; the course's code could not load that.
     assert set(weights) == set(CVAE(ModelConfig(**PRESETS["tiny"])).state_dict())
     assert all(torch.isfinite(v).all() for v in weights.values())
-
-
-@pytest.mark.slow
-def test_quick_benchmark_prints_and_writes_every_section(tmp_path):
-    out = tmp_path / "bench.json"
-    result = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "bench.py"), "--quick", "--json", str(out), "--data", str(tmp_path / "data")],
-        env=run_env(),
-        capture_output=True,
-        text=True,
-        timeout=900,  # a smoke run: generous for a loaded machine
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads(out.read_text())
-    rows = report["rows"]
-    assert {r["section"] for r in rows} == {"train", "data", "rollout", "memory"}
-    names = [r["name"] for r in rows]
-    assert "plain loop (each frame encoded once), batch 2, fp32, TF on" in names
-    assert "cvae_dist, batch 2, fp32, TF on" in names
-    assert sum(r["notes"].get("best", False) for r in rows) == 2  # cvae_dist's best setting, TF on and off
-    assert all(r["frames_per_s"] > 0 and r["seconds"] > 0 for r in rows)
-    assert all(r["peak_mib"] > 0 for r in rows if r["section"] in ("train", "memory"))
-    assert [r["notes"]["window"] for r in rows if r["section"] == "memory"] == [4, 4, 8, 8]
-    assert "cvae_dist, batch 2, fp32, TF on" in result.stdout and "frames/s" in result.stdout
 
 
 def test_compile_with_checkpointing_under_autocast_is_refused_in_one_line(dataset_root, tmp_path):

@@ -14,6 +14,7 @@ from cvae_dist.config import PRESETS, ModelConfig, parse_args
 from cvae_dist.errors import UserError
 from cvae_dist.loss import kl_per_frame
 from cvae_dist.model import CVAE
+from cvae_dist.training.run_folder import choose_start
 
 
 def config(save_root: Path, *flags: str):
@@ -35,7 +36,7 @@ def test_a_sealed_checkpoint_lists_every_file_with_size_and_checksum(tmp_path):
     manifest = json.loads((folder / ckpt.MANIFEST).read_text())
     assert (manifest["step"], manifest["reason"]) == (3, "steps")
     assert manifest["config_digest"] == ckpt.run_identity(config(tmp_path))
-    assert sorted(manifest["files"]) == ["config.yaml", "custom_checkpoint_0.pkl", "optimizer.bin"]
+    assert sorted(manifest["files"]) == ["config.json", "config.yaml", "custom_checkpoint_0.pkl", "optimizer.bin"]
     assert manifest["files"]["optimizer.bin"] == {"bytes": 15, "sha256": ckpt.sha256(folder / "optimizer.bin")}
     assert ckpt.verify(folder) is None
     assert not list(tmp_path.rglob("*.partial"))
@@ -99,18 +100,18 @@ def test_same_settings_continue_the_run_and_overwrite_removes_only_what_a_run_wr
     ckpt.write_config(run, tmp_path)
     write_checkpoint(tmp_path, 2)
     (tmp_path / "my_notes.txt").write_text("mine")
-    folder, notes = ckpt.choose_start(run)
+    folder, notes = choose_start(run)
     assert folder == ckpt.checkpoint_dir(tmp_path, 2)
     assert notes == [f"note: {tmp_path} already holds a run with these settings: continuing it (--overwrite starts afresh)"]
 
-    folder, notes = ckpt.choose_start(config(tmp_path, "--lr", "0.5", "--overwrite"))
+    folder, notes = choose_start(config(tmp_path, "--lr", "0.5", "--overwrite"))
     assert folder is None
     assert notes == [f"note: --overwrite removed the previous run's checkpoints/, config.yaml from {tmp_path}"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["my_notes.txt"]
 
 
 def test_latest_in_an_empty_folder_starts_from_the_beginning(tmp_path):
-    assert ckpt.choose_start(config(tmp_path, "--resume_from_checkpoint", "latest")) == (
+    assert choose_start(config(tmp_path, "--resume_from_checkpoint", "latest")) == (
         None,
         [f"note: no checkpoint in {tmp_path / 'checkpoints'} yet: starting from the beginning"],
     )

@@ -13,16 +13,16 @@ from safetensors.torch import load_file
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-from conftest import REPO, TINY_RUN, accelerate_launch, run_env
 from cvae_dist.config import PRESETS, ModelConfig, parse_args
 from cvae_dist.model import CVAE
 from cvae_dist.train import DEMO_CONFIG
+from support import REPO, TINY_RUN, run_env
 
 STEPS_PER_EPOCH = 8  # 128 frames -> 16 windows of 8 -> 8 batches of 2
 
 
 @pytest.fixture(scope="module")
-def run(dataset_root, tmp_path_factory):
+def run(launch, dataset_root, tmp_path_factory):
     """Two epochs with a checkpoint every 3 steps and at every epoch end."""
     save_root = tmp_path_factory.mktemp("run") / "run"
     args = [
@@ -42,7 +42,7 @@ def run(dataset_root, tmp_path_factory):
         "--tfr_d_step",
         "0.5",
     ]
-    result = accelerate_launch(args, cwd=save_root.parent)
+    result = launch(args, cwd=save_root.parent)
     assert result.returncode == 0, result.stderr[-3000:]
     return save_root, args, result
 
@@ -129,11 +129,11 @@ def test_a_kl_schedule_that_never_rises_is_warned_about_once(run):
 
 
 @pytest.mark.slow
-def test_resume_mid_epoch_reproduces_the_uninterrupted_run(run, tmp_path):
+def test_resume_mid_epoch_reproduces_the_uninterrupted_run(launch, run, tmp_path):
     save_root, args, _ = run
     resumed_root = tmp_path / "resumed"
     resume_args = [a if a != str(save_root) else str(resumed_root) for a in args]
-    result = accelerate_launch([*resume_args, "--resume_from_checkpoint", str(save_root / "checkpoints" / "checkpoint-12")], cwd=tmp_path)
+    result = launch([*resume_args, "--resume_from_checkpoint", str(save_root / "checkpoints" / "checkpoint-12")], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "resumed from" in result.stdout and "epoch 1, step 12" in result.stdout
     assert sorted(p.name for p in (resumed_root / "checkpoints").iterdir()) == ["checkpoint-15", "checkpoint-16"]
@@ -158,8 +158,8 @@ def test_evaluate_cli_reproduces_the_runs_scores(run, dataset_root, tmp_path):
     assert "copy-the-first-frame baseline" in result.stdout
 
 
-def test_unknown_choice_ends_with_one_line_and_no_traceback(dataset_root, tmp_path):
-    result = accelerate_launch(["--DR", str(dataset_root), "--save_root", str(tmp_path / "r"), "--kl_anneal_type", "Linear"], cwd=tmp_path)
+def test_unknown_choice_ends_with_one_line_and_no_traceback(launch, dataset_root, tmp_path):
+    result = launch(["--DR", str(dataset_root), "--save_root", str(tmp_path / "r"), "--kl_anneal_type", "Linear"], cwd=tmp_path)
     assert result.returncode != 0
     assert "error: --kl_anneal_type must be one of Cyclical, Monotonic, Without, got 'Linear'" in result.stderr
     # Accelerate's launcher reports the failed subprocess itself; the script adds no traceback of its own.

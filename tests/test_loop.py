@@ -1,0 +1,135 @@
+"""The training loop in this process, on a few tiny frames held in memory: each test takes seconds."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cvae_dist import checkpoint as ckpt
+from cvae_dist.config import parse_args
+from cvae_dist.data.course import Video
+from cvae_dist.tracking import BatchScalars
+from cvae_dist.training import Loop, Preempted, build
+from cvae_dist.training.preemption import StopSignal
+from cvae_dist.training.validation import Validation, validate
+
+SIDE, TRAIN_FRAMES, VAL_FRAMES = 16, 16, 6
+# 16 frames -> 4 windows of 4 -> 2 batches of 2 -> 2 optimizer steps an epoch.
+STEPS_PER_EPOCH = 2
+
+
+def videos() -> tuple[Video, Video]:
+    """A training and a validation video of random frames and poses, the same every call."""
+    rng = np.random.default_rng(0)
+
+    def video(frames: int) -> Video:
+        return Video(*(rng.integers(0, 256, (frames, 3, SIDE, SIDE), dtype=np.uint8) for _ in range(2)))
+
+    return video(TRAIN_FRAMES), video(VAL_FRAMES)
+
+
+def make_loop(save_root: Path, *flags: str, stop: StopSignal | None = None) -> Loop:
+    config = parse_args(
+        [
+            *("--preset", "tiny", "--save_root", str(save_root), "--frame_H", str(SIDE), "--frame_W", str(SIDE)),
+            *("--train_vi_len", "4", "--val_vi_len", str(VAL_FRAMES), "--batch_size", "2", "--num_workers", "0"),
+            *("--bn_recalibration_windows", "4", "--lr_milestones", "--log_every", "1", "--num_epoch", "2", "--per_save", "1"),
+            *flags,
+        ]
+    )
+    return Loop(build(config, videos()), stop)
+
+
+def weights(loop: Loop) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in loop.accelerator.unwrap_model(loop.model).state_dict().items()}
+
+
+def test_a_step_reports_finite_scalars_and_steps_lower_the_loss_on_a_fixed_batch(tmp_path):
+    loop = make_loop(tmp_path)
+    frames, labels, windows = next(iter(loop.parts.loader))
+    reports = [loop.train_batch(frames, labels, windows) for _ in range(8)]
+    first = reports[0]
+    assert isinstance(first, BatchScalars)
+    assert all(value.ndim == 0 and math.isfinite(value) for report in reports for value in report.values())
+    assert float(first.teacher_forcing) == 1.0  # --tfr 1 to start with
+    assert float(first.grad_norm) > 0
+    assert float(reports[-1].loss) < 0.9 * float(first.loss)  # each report is the loss before its step
+
+
+def test_validation_recalibrates_batchnorm_and_scores_the_rollout(tmp_path):
+    loop = make_loop(tmp_path)
+    model = loop.accelerator.unwrap_model(loop.model)
+    means = [m.running_mean.clone() for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    result = validate(loop.parts)
+    assert isinstance(result, Validation)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        result.psnr = 0.0
+    after = [m.running_mean for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert any(not torch.equal(before, now) for before, now in zip(means, after))
+    assert result.rollout.shape == (VAL_FRAMES, 3, SIDE, SIDE) and result.rollout.device.type == "cpu"
+    scores = (result.psnr, result.baseline_psnr, result.one_step_psnr, result.copy_previous_psnr)
+    assert all(math.isfinite(score) and score > 0 for score in scores)
+    # The prior's noise is seeded: the same weights score the same.
+    again = validate(loop.parts)
+    assert (again.psnr, again.one_step_psnr) == (result.psnr, result.one_step_psnr)
+    assert torch.equal(again.rollout, result.rollout)
+
+
+def test_a_run_keeps_its_best_weights_and_a_second_start_finds_it_finished(tmp_path, capsys):
+    first = make_loop(tmp_path)
+    evaluation = first.fit()
+    assert first.state.epoch == 2 and first.state.step == 2 * STEPS_PER_EPOCH and not first.state.validation_due
+    assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == ["checkpoint-2", "checkpoint-4"]
+    assert ckpt.verify(tmp_path / ckpt.BEST) is None
+    assert evaluation.average == pytest.approx(first.state.best_psnr, abs=1e-4)
+    output = capsys.readouterr().out
+    assert "epoch 1: validation PSNR" in output and "epoch 2: validation PSNR" in output
+
+    again = make_loop(tmp_path)
+    assert again.fit().average == evaluation.average
+    assert again.state == first.state
+    assert "all 2 epochs were already trained" in capsys.readouterr().out
+
+
+def test_a_preempted_run_resumed_ends_with_the_weights_of_an_uninterrupted_one(tmp_path):
+    reference = make_loop(tmp_path / "reference")
+    reference.fit()
+    with StopSignal() as stop:
+        loop = make_loop(tmp_path / "run", stop=stop)
+        with stop.deferred():
+            signal.raise_signal(signal.SIGTERM)  # flagged; the loop stops at the next step boundary
+        with pytest.raises(Preempted) as preempted:
+            loop.fit()
+    assert preempted.value.checkpoint == ckpt.checkpoint_dir(tmp_path / "run", 1)
+    resumed = make_loop(tmp_path / "run")
+    resumed.fit()
+    assert resumed.state == reference.state
+    expected, actual = weights(reference), weights(resumed)
+    assert all(torch.equal(expected[key], actual[key]) for key in expected)
+
+
+def test_a_stop_during_validation_checkpoints_with_it_due_and_the_resumed_run_validates_first(tmp_path, capsys):
+    with StopSignal() as stop:
+        loop = make_loop(tmp_path, stop=stop)
+        loop.folder.start()
+        loop.state.validation_due = True  # as after an epoch whose validation is due
+        with stop.deferred():
+            signal.raise_signal(signal.SIGTERM)
+            with pytest.raises(Preempted) as preempted:
+                loop.validate()  # stops after its first frame
+        loop.folder.release()
+    saved = torch.load(preempted.value.checkpoint / "custom_checkpoint_0.pkl", weights_only=True)
+    assert saved["validation_due"] and not (tmp_path / ckpt.BEST).exists()
+    capsys.readouterr()
+
+    resumed = make_loop(tmp_path)
+    resumed.fit()
+    output = capsys.readouterr().out
+    assert output.index("epoch 0: validation PSNR") < output.index("epoch 1: validation PSNR")
+    assert not resumed.state.validation_due
