@@ -56,10 +56,13 @@ training_status() {
   if [ "$written" -ne 0 ]; then echo "$written"; else echo "$1"; fi
 }
 
-# requeue_if_asked STATUS: requeue this job when training exited to be continued later.
+# requeue_if_asked STATUS: requeue this job when training exited to be continued later. An array task
+# is named <array job>_<task>: one task's SLURM_JOB_ID is the array's own id, which would requeue every task.
 requeue_if_asked() {
   if [ "$1" -eq "$REQUEUE_EXIT_CODE" ] && [ -n "${SLURM_JOB_ID:-}" ]; then
-    echo "training saved a checkpoint to continue from; requeueing job $SLURM_JOB_ID" >&2
-    scontrol requeue "$SLURM_JOB_ID"
+    local job=$SLURM_JOB_ID
+    [ -n "${SLURM_ARRAY_JOB_ID:-}" ] && job="${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}"
+    echo "training saved a checkpoint to continue from; requeueing job $job" >&2
+    scontrol requeue "$job"
   fi
 }
