@@ -49,6 +49,8 @@ MANIFEST = "manifest.json"
 # The network's settings as huggingface_hub's save_pretrained writes them, so that CVAE.from_pretrained reads a run's folders too.
 MODEL_CONFIG = "config.json"
 EVAL = "eval"
+# --profile_steps writes its trace and table here.
+PROFILE = "profile"
 MANIFEST_FORMAT = 1
 _STEP = re.compile(r"^checkpoint-(\d+)$")
 _STAGING, _TRASH = ".partial", ".old"
@@ -281,7 +283,7 @@ def resolve_resume(save_root: str | Path, resume_from: str) -> tuple[Path | None
 def clear_run(save_root: Path) -> list[str]:
     """Remove what a run wrote to save_root (nothing else); returns the names removed."""
     removed = []
-    for name in (CHECKPOINTS, BEST, EVAL, TB_PROJECT, CONFIG):
+    for name in (CHECKPOINTS, BEST, EVAL, PROFILE, TB_PROJECT, CONFIG):
         path = save_root / name
         if path.is_dir():
             shutil.rmtree(path)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import gzip
+import json
 import math
 import signal
 from pathlib import Path
@@ -17,6 +19,7 @@ from cvae_dist.data.course import Video
 from cvae_dist.tracking import BatchScalars
 from cvae_dist.training import Loop, Preempted, build
 from cvae_dist.training.preemption import StopSignal
+from cvae_dist.training.profiling import TABLE, TRACE
 from cvae_dist.training.validation import Validation, validate
 
 SIDE, TRAIN_FRAMES, VAL_FRAMES = 16, 16, 6
@@ -86,7 +89,7 @@ def test_a_run_keeps_its_best_weights_and_a_second_start_finds_it_finished(tmp_p
     evaluation = first.fit()
     assert first.state.epoch == 2 and first.state.step == 2 * STEPS_PER_EPOCH and not first.state.validation_due
     assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == ["checkpoint-2", "checkpoint-4"]
-    assert ckpt.verify(tmp_path / ckpt.BEST) is None
+    assert ckpt.verify(tmp_path / ckpt.BEST) is None and not (tmp_path / ckpt.PROFILE).exists()  # the profiler is off unless asked
     assert evaluation.average == pytest.approx(first.state.best_psnr, abs=1e-4)
     output = capsys.readouterr().out
     assert "epoch 1: validation PSNR" in output and "epoch 2: validation PSNR" in output
@@ -133,3 +136,22 @@ def test_a_stop_during_validation_checkpoints_with_it_due_and_the_resumed_run_va
     output = capsys.readouterr().out
     assert output.index("epoch 0: validation PSNR") < output.index("epoch 1: validation PSNR")
     assert not resumed.state.validation_due
+
+
+def test_profile_steps_write_a_trace_and_the_top_operators_after_the_wait(tmp_path, capsys):
+    make_loop(tmp_path, "--profile_steps", "2", "--profile_wait", "1").fit()
+    with gzip.open(tmp_path / ckpt.PROFILE / TRACE, "rt") as handle:
+        events = json.load(handle)["traceEvents"]
+    # Two recorded steps: the profiler marks each; the wait and warm-up steps are not in the trace.
+    assert sorted({e["name"] for e in events if e["name"].startswith("ProfilerStep#")}) == ["ProfilerStep#2", "ProfilerStep#3"]
+    assert any(e["name"] == "aten::conv2d" for e in events)
+    table = (tmp_path / ckpt.PROFILE / TABLE).read_text()
+    assert "Self CPU" in table and "aten::" in table
+    printed = capsys.readouterr().out
+    assert f"trace {tmp_path / ckpt.PROFILE / TRACE}" in printed and table.splitlines()[1] in printed
+
+
+def test_a_run_shorter_than_the_profilers_wait_says_so_and_writes_nothing(tmp_path, capsys):
+    make_loop(tmp_path, "--profile_steps", "2", "--profile_wait", "10").fit()
+    assert not (tmp_path / ckpt.PROFILE).exists()
+    assert "before profiling began (--profile_wait 10)" in capsys.readouterr().out

@@ -183,6 +183,10 @@ class TrainConfig:
     """Also write each validation's rollout as a GIF (prediction | truth | pose), eval/rollout-epoch-<E>.gif, to watch the result while training (course --store_visualization)."""
     log_every: int = setting(10, allowed=AT_LEAST_1, bookkeeping=True)
     """Log training scalars every this many optimizer steps."""
+    profile_steps: int = setting(0, allowed=AT_LEAST_0, bookkeeping=True)
+    """Profile this many optimizer steps with torch.profiler (0: off): a Perfetto/Chrome trace and the top operators' table in --save_root's profile/, on the main process only."""
+    profile_wait: int = setting(5, allowed=AT_LEAST_0, bookkeeping=True)
+    """Optimizer steps run before profiling (then one warm-up step the profiler discards), so that start-up costs stay out of the trace."""
     debug: bool = setting(False, bookkeeping=True)
     """Show full tracebacks instead of one-line errors."""
 

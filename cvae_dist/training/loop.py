@@ -23,6 +23,7 @@ from cvae_dist.training.build import Parts
 from cvae_dist.training.guard import NonFiniteGuard
 from cvae_dist.training.precision import device_note
 from cvae_dist.training.preemption import Preempted, StopSignal, shut_down_workers
+from cvae_dist.training.profiling import StepProfiler
 from cvae_dist.training.run_folder import RunFolder
 from cvae_dist.training.state import TrainingState
 from cvae_dist.training.validation import Validation, evaluate, validate
@@ -42,6 +43,8 @@ class Loop:
         self.schedules = Schedules.of_run(self.config.method, train.seed, train.num_epoch, parts.steps_in_epoch)
         self.guard = NonFiniteGuard(self.accelerator, train, self.state, self.folder.latest)
         self.is_main = self.accelerator.is_main_process
+        profiled = train.profile_steps if self.is_main else 0
+        self.profiler = StepProfiler(self.folder.root / ckpt.PROFILE, profiled, train.profile_wait, self.accelerator.device)
 
     def fit(self) -> Evaluation | None:
         """Train (or go on training) for --num_epoch epochs, then evaluate the best weights (the evaluation on the main process)."""
@@ -64,7 +67,7 @@ class Loop:
         total = sum(self.parts.steps_in_epoch(e) for e in range(train.num_epoch))
         self.progress = tqdm(total=total, initial=state.step, desc="training", unit="step", disable=not self.is_main, dynamic_ncols=True)
         try:
-            with self.progress:  # closed on any exit, so that an error message starts on its own line
+            with self.progress, self.profiler:  # the bar closed on any exit, so that an error message starts on its own line
                 if state.validation_due:  # a stop cut the last validation short
                     self._end_epoch()
                 while state.epoch < train.num_epoch:
@@ -137,6 +140,7 @@ class Loop:
             if self.accelerator.sync_gradients:
                 state.step += 1
                 self.progress.update(1)
+                self.profiler.step()
                 if state.step % self.config.train.log_every == 0:
                     means = since_log.pop()
                     self.accelerator.log(TRAIN.of(self._with_schedules(means)), step=state.step)
