@@ -92,5 +92,25 @@ def read_runs(root: Path) -> list[RunEvents]:
     return sorted(runs, key=lambda run: run.name)
 
 
+class ScalarFollower:
+    """One scalar of a run that is still training: each `read` takes in only the events written since the last."""
+
+    def __init__(self, folder: Path, tag: str):
+        self.events, self.tag = folder / TB_PROJECT, tag
+        self.accumulator: EventAccumulator | None = None
+
+    def read(self) -> dict[int, float]:
+        """step -> value, the latest write of each step (a resumed run may log a step again)."""
+        if self.accumulator is None:
+            if not self.events.is_dir():
+                return {}
+            # Kept between reads: each Reload reads only what was appended. Images and tensors are not needed here.
+            self.accumulator = EventAccumulator(str(self.events), size_guidance={"scalars": 0, "images": 1, "tensors": 1})
+        self.accumulator.Reload()
+        if self.tag not in self.accumulator.Tags().get("scalars", []):
+            return {}
+        return {event.step: event.value for event in self.accumulator.Scalars(self.tag)}
+
+
 def _run_name(root: Path, folder: Path) -> str:
     return root.name if folder == root else str(folder.relative_to(root))

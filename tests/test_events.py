@@ -69,3 +69,16 @@ def test_a_folder_without_runs_is_named(tmp_path, make, message):
     make(tmp_path / "runs")
     with pytest.raises(UserError, match=f"{tmp_path / 'runs'}: {message}"):
         events.read_runs(tmp_path / "runs")
+
+
+def test_a_follower_reads_a_scalar_as_a_running_training_appends_it(tmp_path):
+    follower = events.ScalarFollower(tmp_path, TRAIN.loss)
+    assert follower.read() == {}  # no event folder yet
+    writer = SummaryWriter(str(tmp_path / TB_PROJECT))
+    writer.add_scalar(TRAIN.loss, 0.5, 1)
+    writer.flush()
+    assert follower.read() == {1: 0.5}
+    writer.add_scalar(TRAIN.loss, 0.25, 2)
+    writer.add_scalar(TRAIN.loss, 0.125, 1)  # a resumed run logging a step again: the latest write counts
+    writer.close()
+    assert follower.read() == {1: 0.125, 2: 0.25}

@@ -25,17 +25,17 @@ from pathlib import Path
 import optuna
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import Trial, TrialState
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from cvae_dist.config import current_name, parse_args
 from cvae_dist.errors import UserError
+from cvae_dist.events import ScalarFollower
 from cvae_dist.search.space import MANAGED, Search
 from cvae_dist.search.study import AWAITING_REQUEUE, HEARTBEAT, RUN, WORKER, fail_dead, has_work, open_study, others_alive, own_trial, worker_id
-from cvae_dist.tracking import TB_PROJECT, VAL
+from cvae_dist.tracking import VAL
 
 TRAIN_SCRIPT = Path(__file__).resolve().parents[1] / "train.py"
 # cvae_dist.train's EXIT_REQUEUE and STATUS_FILE_ENV (tests check they agree); not imported, so that a
-# worker, which waits on training for hours, does not hold torch in memory.
+# worker, which waits on training for hours, does not load Accelerate and the training stack.
 EXIT_REQUEUE = 75
 STATUS_FILE_ENV = "CVAE_DIST_STATUS_FILE"
 # Seconds between reads of a training run's events.
@@ -211,21 +211,14 @@ class EpochReader:
     """A training run's validation PSNR per epoch (val/psnr), read from its TensorBoard events as they grow."""
 
     def __init__(self, folder: Path, known: set[int]):
-        self.tb = folder / TB_PROJECT
+        self.follower = ScalarFollower(folder, VAL.psnr)
         self.known = known
         """Epochs already reported to the trial (before a preemption, or by the trial a retry repeats)."""
         self.epochs: dict[int, float] = {}
         """epoch -> validation PSNR, every epoch the events hold (the latest write of each)."""
-        self.accumulator: EventAccumulator | None = None
 
     def read(self) -> dict[int, float]:
-        if self.accumulator is None and self.tb.is_dir():
-            # Kept between reads, so that each reads only what was written since the last.
-            self.accumulator = EventAccumulator(str(self.tb), size_guidance={"scalars": 0, "images": 1, "tensors": 1})
-        if self.accumulator is not None:
-            self.accumulator.Reload()
-            if VAL.psnr in self.accumulator.Tags().get("scalars", []):
-                self.epochs = {event.step: event.value for event in self.accumulator.Scalars(VAL.psnr)}
+        self.epochs = self.follower.read() or self.epochs
         return self.epochs
 
     def report(self, trial: Trial) -> int | None:
