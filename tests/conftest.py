@@ -15,7 +15,7 @@ import torch
 
 from cvae_dist.data.synthetic import generate_dataset
 from local_slurm import LocalSlurm, unavailable_reason
-from support import REPO, SMALL_DATASET, TINY_RUN, run_env
+from support import REPO, SMALL_DATASET, run_env, tiny_args
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # `make test` runs one pytest worker per core: a thread pool each would make them fight over the cores.
@@ -58,12 +58,9 @@ def launch() -> Callable[..., subprocess.CompletedProcess]:
 def tiny_run(dataset_root, launch, tmp_path_factory) -> Path:
     """A finished two-epoch run: teacher forcing in epoch 1 only, beta annealed per epoch, 8 steps an epoch."""
     save_root = tmp_path_factory.mktemp("tiny_run") / "teacher_forced_then_free"
-    args = [
-        "--DR",
-        str(dataset_root),
-        "--save_root",
-        str(save_root),
-        *TINY_RUN,
+    args = tiny_args(
+        dataset_root,
+        save_root,
         "--num_epoch",
         "2",
         "--per_save",
@@ -76,7 +73,7 @@ def tiny_run(dataset_root, launch, tmp_path_factory) -> Path:
         "1",
         "--kl_anneal_type",
         "Monotonic",
-    ]
+    )
     result = launch(args, cwd=save_root.parent, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     return save_root
@@ -90,3 +87,14 @@ def slurm(tmp_path_factory):
         pytest.skip(reason)
     with LocalSlurm(tmp_path_factory.mktemp("slurm"), cpus=4) as cluster:
         yield cluster
+
+
+# Fixtures that start real training processes or a cluster: a test that needs one is end to end.
+END_TO_END_FIXTURES = {"launch", "tiny_run", "slurm"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark `slow` every test that trains in a subprocess or needs a Slurm, so that `-m "not slow"` is the in-process half."""
+    for item in items:
+        if END_TO_END_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

@@ -42,3 +42,8 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def tiny_args(dataset_root: Path, save_root: Path, *extra: str) -> list[str]:
+    """Training flags of a seconds-long run of `dataset_root` into `save_root`: TINY_RUN, then `extra`."""
+    return ["--DR", str(dataset_root), "--save_root", str(save_root), *TINY_RUN, *extra]

@@ -27,7 +27,7 @@ from cvae_dist.data.course import CourseDataset
 from cvae_dist.errors import UserError
 from cvae_dist.model import CVAE
 from cvae_dist.train import main
-from support import REPO, TINY_RUN, run_env
+from support import REPO, TINY_RUN, run_env, tiny_args
 
 SHORT_RUN = [*TINY_RUN, "--num_epoch", "1", "--partial", "0.25"]  # 4 windows of 8 frames: 2 steps
 CONVERTED = {"0.png": "RGBA", "1.png": "L", "2.png": "I;16", "3.png": "P", "4.png": "size"}
@@ -333,7 +333,7 @@ LAUNCHED = {
 @pytest.mark.parametrize("flags, expected", LAUNCHED.values(), ids=LAUNCHED.keys())
 def test_bad_flags_through_accelerate_launch_end_with_one_line(launch, flags, expected, dataset_root, tmp_path):
     save_root = tmp_path / "run"
-    result = launch(["--DR", str(dataset_root), "--save_root", str(save_root), *TINY_RUN, *flags], cwd=tmp_path)
+    result = launch(tiny_args(dataset_root, save_root, *flags), cwd=tmp_path)
     assert result.returncode != 0
     assert [line for line in result.stderr.splitlines() if line.startswith("error:")] == [f"error: {expected(dataset_root)}"]
     assert 'cvae_dist/train.py", line' not in result.stderr and not save_root.exists()

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from cvae_dist.config import PRESETS, ModelConfig
 from cvae_dist.loss import cvae_loss
 from cvae_dist.model import CVAE
-from support import REPO, TINY_RUN, run_env
+from support import REPO, run_env, tiny_args
 
 
 @pytest.mark.slow  # compiles twice
@@ -39,21 +39,9 @@ def test_compiled_rollout_matches_eager(teacher_forcing):
 @pytest.mark.slow
 def test_compiled_checkpointed_run_saves_the_course_key_names(launch, dataset_root, tmp_path):
     save_root = tmp_path / "run"
-    args = [
-        "--DR",
-        str(dataset_root),
-        "--save_root",
-        str(save_root),
-        *TINY_RUN,
-        "--num_epoch",
-        "1",
-        "--partial",
-        "0.5",
-        "--compile",
-        "--compile_backend",
-        "eager",
-        "--activation_checkpointing",
-    ]
+    args = tiny_args(
+        dataset_root, save_root, "--num_epoch", "1", "--partial", "0.5", "--compile", "--compile_backend", "eager", "--activation_checkpointing"
+    )
     result = launch(args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     weights = load_file(save_root / "best" / "model.safetensors")
@@ -63,17 +51,7 @@ def test_compiled_checkpointed_run_saves_the_course_key_names(launch, dataset_ro
 
 
 def test_compile_with_checkpointing_under_autocast_is_refused_in_one_line(dataset_root, tmp_path):
-    args = [
-        "--DR",
-        str(dataset_root),
-        "--save_root",
-        str(tmp_path / "r"),
-        *TINY_RUN,
-        "--compile",
-        "--activation_checkpointing",
-        "--mixed_precision",
-        "bf16",
-    ]
+    args = tiny_args(dataset_root, tmp_path / "r", "--compile", "--activation_checkpointing", "--mixed_precision", "bf16")
     result = subprocess.run([sys.executable, str(REPO / "cvae_dist" / "train.py"), *args], env=run_env(), capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("error: --compile with --activation_checkpointing needs --mixed_precision no")

@@ -14,7 +14,7 @@ from cvae_dist.config import parse_args
 from cvae_dist.data import images
 from cvae_dist.data.course import CourseDataset, TrainWindows, Video, WindowSampler, frame_number, sorted_pngs
 from cvae_dist.errors import UserError
-from support import TINY_RUN
+from support import tiny_args
 
 
 def dataset(root: Path, tmp_path: Path) -> CourseDataset:
@@ -142,18 +142,7 @@ def test_fast_train_covers_exactly_fast_train_epoch_epochs(dataset_root, tmp_pat
     """The course's code fast-trains two epochs more than its --fast_train_epoch says; here it is that many."""
     from cvae_dist.training import build
 
-    args = [
-        "--DR",
-        str(dataset_root),
-        "--save_root",
-        str(tmp_path / "run"),
-        *TINY_RUN,
-        "--fast_train",
-        "--fast_partial",
-        "0.5",
-        "--fast_train_epoch",
-        "3",
-    ]
+    args = tiny_args(dataset_root, tmp_path / "run", "--fast_train", "--fast_partial", "0.5", "--fast_train_epoch", "3")
     parts = build(parse_args(args))
     # 128 frames: 16 windows of 8 in batches of 2, half of them while fast-training.
     assert [parts.batches_in_epoch(epoch) for epoch in range(6)] == [4, 4, 4, 8, 8, 8]

@@ -23,7 +23,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from cvae_dist import checkpoint as ckpt
 from cvae_dist.train import EXIT_REQUEUE
-from support import REPO, TINY_RUN, run_env
+from support import REPO, run_env, tiny_args
 
 # Real processes end to end: `pytest -m "not slow"` leaves them out.
 pytestmark = pytest.mark.slow
@@ -33,20 +33,7 @@ FINAL = f"checkpoints/checkpoint-{STEPS}"
 
 
 def train_args(dataset_root: Path, save_root: Path, *extra: str) -> list[str]:
-    return [
-        "--DR",
-        str(dataset_root),
-        "--save_root",
-        str(save_root),
-        *TINY_RUN,
-        "--num_epoch",
-        "2",
-        "--per_save",
-        "1",
-        "--checkpointing_steps",
-        "2",
-        *extra,
-    ]
+    return tiny_args(dataset_root, save_root, "--num_epoch", "2", "--per_save", "1", "--checkpointing_steps", "2", *extra)
 
 
 def start(args: list[str], log: Path) -> subprocess.Popen:

@@ -83,18 +83,16 @@ def size_flags(dataset: Path, save_root: Path, *extra: str) -> list[str]:
 
 
 @pytest.mark.timeout(3 * RUN_TIMEOUT)
-def test_the_default_training_command_ends_every_time(dataset_root, tmp_path):
-    """The command that was seen to print "done" and never exit, three times over, then evaluate and generate on its run."""
-    took = []
-    for attempt in range(3):
-        save_root = tmp_path / f"run{attempt}"
-        started = time.monotonic()
-        result = run([*TRAIN, *size_flags(dataset_root, save_root, "--num_epoch", "2", "--val_vi_len", "16")], tmp_path / f"train{attempt}.log")
-        took.append(time.monotonic() - started)
-        assert result.returncode == 0, result.stdout[-3000:]
-        assert "done in" in result.stdout and (save_root / "eval" / "rollout.gif").is_file()
-        assert not (save_root / ".run.lock").exists()
-    print("default-worker runs took " + ", ".join(f"{t:.1f} s" for t in took))
+def test_the_default_training_command_ends_and_its_run_evaluates_and_generates(dataset_root, tmp_path):
+    """The command that was seen to print "done" and never exit (2 runs in 12), then evaluate and generate on its run.
+    test_preemption.py reproduces that hang every time, so one run here is enough to show the shipped command ends."""
+    save_root = tmp_path / "run"
+    started = time.monotonic()
+    result = run([*TRAIN, *size_flags(dataset_root, save_root, "--num_epoch", "2", "--val_vi_len", "16")], tmp_path / "train.log")
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "done in" in result.stdout and (save_root / "eval" / "rollout.gif").is_file()
+    assert not (save_root / ".run.lock").exists()
+    print(f"the default-worker run took {time.monotonic() - started:.1f} s")
 
     evaluated = run(
         [sys.executable, "-m", "cvae_dist.evaluate", "--ckpt", str(save_root), "--out", str(tmp_path / "eval")], tmp_path / "evaluate.log"

@@ -16,7 +16,7 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 from cvae_dist.config import PRESETS, ModelConfig, parse_args
 from cvae_dist.model import CVAE
 from cvae_dist.train import DEMO_CONFIG
-from support import REPO, TINY_RUN, run_env
+from support import REPO, run_env, tiny_args
 
 STEPS_PER_EPOCH = 8  # 128 frames -> 16 windows of 8 -> 8 batches of 2
 
@@ -25,23 +25,9 @@ STEPS_PER_EPOCH = 8  # 128 frames -> 16 windows of 8 -> 8 batches of 2
 def run(launch, dataset_root, tmp_path_factory):
     """Two epochs with a checkpoint every 3 steps and at every epoch end."""
     save_root = tmp_path_factory.mktemp("run") / "run"
-    args = [
-        "--DR",
-        str(dataset_root),
-        "--save_root",
-        str(save_root),
-        *TINY_RUN,
-        "--num_epoch",
-        "2",
-        "--per_save",
-        "1",
-        "--checkpointing_steps",
-        "3",
-        "--tfr_sde",
-        "1",
-        "--tfr_d_step",
-        "0.5",
-    ]
+    args = tiny_args(
+        dataset_root, save_root, "--num_epoch", "2", "--per_save", "1", "--checkpointing_steps", "3", "--tfr_sde", "1", "--tfr_d_step", "0.5"
+    )
     result = launch(args, cwd=save_root.parent)
     assert result.returncode == 0, result.stderr[-3000:]
     return save_root, args, result
