@@ -39,7 +39,7 @@ from safetensors.torch import load_file
 from cvae_dist.config import Config, from_flat, load_config_file, save_config_file
 from cvae_dist.errors import UserError
 from cvae_dist.model import CVAE
-from cvae_dist.tracking import TB_PROJECT
+from cvae_dist.tracking import RUN_IDS, TB_PROJECT
 
 CHECKPOINTS = "checkpoints"
 BEST = "best"
@@ -283,7 +283,7 @@ def resolve_resume(save_root: str | Path, resume_from: str) -> tuple[Path | None
 def clear_run(save_root: Path) -> list[str]:
     """Remove what a run wrote to save_root (nothing else); returns the names removed."""
     removed = []
-    for name in (CHECKPOINTS, BEST, EVAL, PROFILE, TB_PROJECT, CONFIG):
+    for name in (CHECKPOINTS, BEST, EVAL, PROFILE, TB_PROJECT, RUN_IDS, CONFIG):
         path = save_root / name
         if path.is_dir():
             shutil.rmtree(path)
@@ -291,7 +291,7 @@ def clear_run(save_root: Path) -> list[str]:
             path.unlink()
         else:
             continue
-        removed.append(name + ("/" if name != CONFIG else ""))
+        removed.append(name + ("/" if name not in (CONFIG, RUN_IDS) else ""))
     return removed
 
 

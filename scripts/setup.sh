@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Create (or update) the virtual environment .venv with cvae-dist installed in editable mode.
 #   scripts/setup.sh            runtime dependencies only
-#   scripts/setup.sh dev        plus what the tests need (pytest, DeepSpeed, Optuna for the search)
+#   scripts/setup.sh dev        plus what the tests need (pytest, DeepSpeed, Optuna for the search, wandb and MLflow for --report_to)
 # torch is pinned by constraints.txt, so a machine without a GPU gets the CPU build its index
 # serves rather than a newer release with several GB of CUDA packages. Set TORCH_INDEX_URL to
 # pick a build (e.g. https://download.pytorch.org/whl/cpu or .../cu128). Re-running is quick:
@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 profile="${1:-runtime}"
 case "$profile" in
   runtime) extras="" ;;
-  dev) extras="[dev,deepspeed,search]" ;;
+  dev) extras="[dev,deepspeed,search,wandb,mlflow]" ;;
   *) echo "usage: scripts/setup.sh [runtime|dev]" >&2; exit 2 ;;
 esac
 

@@ -1,11 +1,18 @@
-"""Constants and plain functions the tests share; fixtures (datasets, a finished run, a Slurm,
-the launcher) live in conftest.py."""
+"""Constants and plain functions the tests share, the training loop built in-process among them;
+fixtures (datasets, a finished run, the launcher, a Slurm) live in conftest.py."""
 
 from __future__ import annotations
 
 import os
 import socket
 from pathlib import Path
+
+import numpy as np
+
+from cvae_dist.config import parse_args
+from cvae_dist.data.course import Video
+from cvae_dist.training import Loop, build
+from cvae_dist.training.preemption import StopSignal
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -47,3 +54,33 @@ def free_port() -> int:
 def tiny_args(dataset_root: Path, save_root: Path, *extra: str) -> list[str]:
     """Training flags of a seconds-long run of `dataset_root` into `save_root`: TINY_RUN, then `extra`."""
     return ["--DR", str(dataset_root), "--save_root", str(save_root), *TINY_RUN, *extra]
+
+
+# The training loop in-process (make_loop): frames of SIDE x SIDE pixels, held in memory.
+SIDE, TRAIN_FRAMES, VAL_FRAMES = 16, 16, 6
+# 16 frames -> 4 windows of 4 -> 2 batches of 2 -> 2 optimizer steps an epoch.
+STEPS_PER_EPOCH = 2
+
+
+def videos() -> tuple[Video, Video]:
+    """A training and a validation video of random frames and poses, the same every call."""
+    rng = np.random.default_rng(0)
+
+    def video(frames: int) -> Video:
+        return Video(*(rng.integers(0, 256, (frames, 3, SIDE, SIDE), dtype=np.uint8) for _ in range(2)))
+
+    return video(TRAIN_FRAMES), video(VAL_FRAMES)
+
+
+def make_loop(save_root: Path, *flags: str, stop: StopSignal | None = None) -> Loop:
+    """The training loop of a tiny run of `videos()` into `save_root`, built in this process (no loader workers:
+    the frames are in memory); `flags` change it."""
+    config = parse_args(
+        [
+            *("--preset", "tiny", "--save_root", str(save_root), "--frame_H", str(SIDE), "--frame_W", str(SIDE)),
+            *("--train_vi_len", "4", "--val_vi_len", str(VAL_FRAMES), "--batch_size", "2", "--num_workers", "0"),
+            *("--bn_recalibration_windows", "4", "--lr_milestones", "--log_every", "1", "--num_epoch", "2", "--per_save", "1"),
+            *flags,
+        ]
+    )
+    return Loop(build(config, videos()), stop)

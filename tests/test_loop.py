@@ -7,46 +7,17 @@ import gzip
 import json
 import math
 import signal
-from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 from cvae_dist import checkpoint as ckpt
-from cvae_dist.config import parse_args
-from cvae_dist.data.course import Video
 from cvae_dist.tracking import BatchScalars
-from cvae_dist.training import Loop, Preempted, build
+from cvae_dist.training import Loop, Preempted
 from cvae_dist.training.preemption import StopSignal
 from cvae_dist.training.profiling import TABLE, TRACE
 from cvae_dist.training.validation import Validation, validate
-
-SIDE, TRAIN_FRAMES, VAL_FRAMES = 16, 16, 6
-# 16 frames -> 4 windows of 4 -> 2 batches of 2 -> 2 optimizer steps an epoch.
-STEPS_PER_EPOCH = 2
-
-
-def videos() -> tuple[Video, Video]:
-    """A training and a validation video of random frames and poses, the same every call."""
-    rng = np.random.default_rng(0)
-
-    def video(frames: int) -> Video:
-        return Video(*(rng.integers(0, 256, (frames, 3, SIDE, SIDE), dtype=np.uint8) for _ in range(2)))
-
-    return video(TRAIN_FRAMES), video(VAL_FRAMES)
-
-
-def make_loop(save_root: Path, *flags: str, stop: StopSignal | None = None) -> Loop:
-    config = parse_args(
-        [
-            *("--preset", "tiny", "--save_root", str(save_root), "--frame_H", str(SIDE), "--frame_W", str(SIDE)),
-            *("--train_vi_len", "4", "--val_vi_len", str(VAL_FRAMES), "--batch_size", "2", "--num_workers", "0"),
-            *("--bn_recalibration_windows", "4", "--lr_milestones", "--log_every", "1", "--num_epoch", "2", "--per_save", "1"),
-            *flags,
-        ]
-    )
-    return Loop(build(config, videos()), stop)
+from support import SIDE, STEPS_PER_EPOCH, VAL_FRAMES, make_loop
 
 
 def weights(loop: Loop) -> dict[str, torch.Tensor]:

@@ -169,6 +169,8 @@ class TrainConfig:
     """Stop with an error after this many skipped (non-finite) optimizer steps in a row."""
     logging_dir: str | None = setting(None, bookkeeping=True)
     """Folder for TensorBoard events; unset puts them in --save_root."""
+    report_to: Literal["tensorboard", "wandb", "mlflow", "all"] = setting("tensorboard", bookkeeping=True)
+    """Also log to wandb, MLflow or both ('all'; each an extra: pip install -e '.[wandb]'); TensorBoard events are always written, and a resumed run continues its wandb/MLflow run (ids in --save_root's trackers.json)."""
     channels_last: bool = True
     """Keep activations channels-last, the layout CPU (oneDNN) and GPU (cuDNN) convolutions run fastest in."""
     compile: bool = False

@@ -17,7 +17,19 @@ from cvae_dist.evaluate import Evaluation, write_evaluation, write_gif
 from cvae_dist.loss import cvae_loss
 from cvae_dist.rollout import latent_noise
 from cvae_dist.schedules import Schedules
-from cvae_dist.tracking import EPOCH, FINAL, TB_PROJECT, TRAIN, VAL, BatchScalars, StepScalars, frame_strip, write_hparams
+from cvae_dist.tracking import (
+    EPOCH,
+    FINAL,
+    TB_PROJECT,
+    TRAIN,
+    VAL,
+    BatchScalars,
+    StepScalars,
+    frame_strip,
+    log_image,
+    log_psnr_per_frame,
+    log_settings,
+)
 from cvae_dist.training.averages import Averages
 from cvae_dist.training.build import Parts
 from cvae_dist.training.guard import NonFiniteGuard
@@ -104,7 +116,7 @@ class Loop:
         for note in (device_note(accelerator), self.schedules.warning()):
             if note:
                 print(note, file=sys.stderr, flush=True)
-        write_hparams(accelerator.get_tracker("tensorboard", unwrap=True), self.config.flat())
+        log_settings(accelerator, self.config.flat())
         if self.state.epoch >= epochs:
             print(f"all {epochs} epochs were already trained: evaluating the best weights again", flush=True)
 
@@ -223,7 +235,7 @@ class Loop:
         length = len(validation.rollout)
         truth, labels = (to_unit_float(torch.from_numpy(frames[:length].copy())) for frames in (video.frames, video.labels))
         strip = frame_strip([truth, validation.rollout, labels])
-        self.accelerator.get_tracker("tensorboard").log_images({VAL.rollout: strip}, step=epoch, dataformats="HWC")
+        log_image(self.accelerator, VAL.rollout, strip, epoch)
         if self.config.train.store_visualization:
             write_gif(validation.rollout, video, self.folder.root / ckpt.EVAL / f"rollout-epoch-{epoch}.gif")
         tqdm.write(
@@ -240,9 +252,7 @@ class Loop:
             model, _ = ckpt.load_model(self.folder.root / ckpt.BEST, self.accelerator.device)
             evaluation = evaluate(self.parts, model)
             write_evaluation(evaluation, self.parts.val_video, self.folder.root / ckpt.EVAL, title=f"{self.folder.root.name}: PSNR per frame")
-            tracker = self.accelerator.get_tracker("tensorboard", unwrap=True)
-            for frame in range(1, len(evaluation.psnr)):
-                tracker.add_scalar(FINAL.psnr_per_frame, float(evaluation.psnr[frame]), frame)
+            log_psnr_per_frame(self.accelerator, evaluation.psnr)
             self.accelerator.log({FINAL.psnr: evaluation.average, FINAL.baseline_psnr: evaluation.baseline_average}, step=self.state.epoch)
         self.accelerator.end_training()
         return evaluation

@@ -12,6 +12,7 @@ import contextlib
 import os
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from accelerate import Accelerator
@@ -19,6 +20,7 @@ from accelerate.utils import DataLoaderConfiguration, DistributedType, InitProce
 
 from cvae_dist.config import Config, TrainConfig
 from cvae_dist.errors import UserError
+from cvae_dist.tracking import trackers
 
 HALF = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -28,6 +30,9 @@ def make_accelerator(config: Config) -> Accelerator:
     train = config.train
     processes = int(os.environ.get("WORLD_SIZE", "1"))
     check_course_device_flags(train, processes)
+    logging_dir = train.logging_dir or train.save_root
+    # Before anything runs, so that a tracker that is not installed ends the command at once.
+    log_with = trackers(train.report_to, Path(train.save_root), Path(logging_dir))
     on_cpu = train.device == "cpu" or not (torch.cuda.is_available() or torch.backends.mps.is_available())
     deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
     # Several CPU processes (tests, laptops) talk over gloo, and so does DeepSpeed without a GPU
@@ -38,8 +43,8 @@ def make_accelerator(config: Config) -> Accelerator:
         cpu=on_cpu and not deepspeed,
         mixed_precision=train.mixed_precision,
         gradient_accumulation_steps=train.gradient_accumulation_steps,
-        log_with="tensorboard",
-        project_config=ProjectConfiguration(project_dir=train.save_root, logging_dir=train.logging_dir or train.save_root),
+        log_with=log_with,
+        project_config=ProjectConfiguration(project_dir=train.save_root, logging_dir=logging_dir),
         # The course steps its MultiStepLR once per epoch, not once per optimizer step.
         step_scheduler_with_optimizer=False,
         kwargs_handlers=[InitProcessGroupKwargs(backend="gloo")] if gloo else [],
