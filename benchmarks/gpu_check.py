@@ -102,7 +102,7 @@ GPU = Plan(
     # The demo's recipe (autoregressive from the start, beta fixed at 1) on the lab network; a
     # validation rollout of 630 frames every 10 epochs of 12 steps, so that it costs a few percent.
     run=(
-        "--preset lab --train_vi_len 16 --batch_size 32 --num_workers 4 --tfr 0 --kl_anneal_type Without --lr_milestones "
+        "--preset lab --train_vi_len 16 --batch_size 32 --tfr 0 --kl_anneal_type Without --lr_milestones "
         "--log_every 10 --eval_every 10 --per_save 10 --checkpoints_total_limit 2"
     ).split(),
     short="--partial 0.5 --batch_size 16 --log_every 1 --val_vi_len 64".split(),
@@ -121,7 +121,7 @@ DRY_RUN = Plan(
     device="cpu",
     data="--train-frames 64 --height 32 --width 64".split(),
     run=(
-        "--preset tiny --train_vi_len 4 --val_vi_len 8 --batch_size 2 --num_workers 0 --tfr 0 --kl_anneal_type Without --lr_milestones "
+        "--preset tiny --train_vi_len 4 --val_vi_len 8 --batch_size 2 --tfr 0 --kl_anneal_type Without --lr_milestones "
         "--log_every 1 --eval_every 1 --per_save 1 --checkpoints_total_limit 2 --bn_recalibration_windows 4"
     ).split(),
     short=["--partial", "0.25"],

@@ -93,8 +93,16 @@ def slurm(tmp_path_factory):
 END_TO_END_FIXTURES = {"launch", "tiny_run", "slurm"}
 
 
+# The files that take longest (minutes of processes each), longest first. `make test` hands files to its
+# two workers in this order, then the rest: started last, one of them would leave a worker idle meanwhile.
+LONGEST_FIRST = ("test_slurm.py", "test_runs_end.py", "test_doc_commands.py", "test_gpu_check.py", "test_search.py", "test_resilience.py")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark `slow` every test that trains in a subprocess or needs a Slurm, so that `-m "not slow"` is the in-process half."""
+    """Mark `slow` every test that trains in a subprocess or needs a Slurm, so that `-m "not slow"` is the in-process
+    half; then put the longest files first."""
     for item in items:
         if END_TO_END_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+    rank = {name: index for index, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order

@@ -139,6 +139,10 @@ class LocalSlurm:
                 "JobAcctGatherType=jobacct_gather/none",
                 "JobCompType=jobcomp/none",
                 "SchedulerParameters=sched_interval=1",
+                # `sbatch --wait` polls its job every 2 s, then every 8, then every 32, as long as the interval is
+                # below half of MinJobAge (300 s by default): a test would wait up to 32 s past a job's end.
+                # 0 keeps every job's record (a test cluster's few) and the polling at 2 s.
+                "MinJobAge=0",
                 "MessageTimeout=30",
                 f"NodeName={self.node} NodeAddr=127.0.0.1 CPUs={self.cpus} RealMemory=1000 State=UNKNOWN",
                 "PartitionName=test Nodes=ALL Default=YES MaxTime=INFINITE State=UP",

@@ -178,9 +178,9 @@ def stop_in_phase(command: list[str], log: Path, reached, what: str, delay: floa
     return process.returncode, took, log.read_text()
 
 
-def train_command(dataset: Path, save_root: Path) -> list[str]:
+def train_command(dataset: Path, save_root: Path, *extra: str) -> list[str]:
     """The training script itself, as a Slurm step runs it, so the signal reaches the trainer; 2 epochs of 2 steps, default workers."""
-    return [sys.executable, "cvae_dist/train.py", *size_flags(dataset, save_root, "--num_epoch", "2", "--partial", "0.04")]
+    return [sys.executable, "cvae_dist/train.py", *size_flags(dataset, save_root, "--num_epoch", "2", "--partial", "0.04", *extra)]
 
 
 def test_a_stop_while_the_frame_cache_is_built_ends_at_once_and_leaves_no_partial_cache(long_videos, tmp_path):
@@ -217,15 +217,15 @@ def test_a_stop_during_a_validation_rollout_checkpoints_with_the_validation_due(
 
 def test_a_stop_during_the_final_evaluation_ends_at_once_and_the_rerun_evaluates_again(long_videos, tmp_path):
     save_root = tmp_path / "run"
-    status, took, output = stop_in_phase(
-        train_command(long_videos, save_root), tmp_path / "log", lambda text: "epoch 2: validation PSNR" in text, "the final evaluation"
-    )
+    # One epoch, and half the validation video: the final evaluation still lasts seconds, long enough to be signalled.
+    command = train_command(long_videos, save_root, "--num_epoch", "1", "--val_vi_len", "315")
+    status, took, output = stop_in_phase(command, tmp_path / "log", lambda text: "epoch 1: validation PSNR" in text, "the final evaluation")
     assert status == EXIT_REQUEUE and took < STOP_WITHIN, output[-3000:]
     assert "stopped by SIGTERM during the final evaluation" in output
     assert not (save_root / "eval").exists() or not any((save_root / "eval").iterdir()), "half an evaluation was left behind"
-    again = run(train_command(long_videos, save_root), tmp_path / "again.log")
+    again = run(command, tmp_path / "again.log")
     assert again.returncode == 0, again.stdout[-3000:]
-    assert "all 2 epochs were already trained: evaluating the best weights again" in again.stdout
+    assert "all 1 epochs were already trained: evaluating the best weights again" in again.stdout
     assert (save_root / "eval" / "rollout.gif").is_file()
 
 
