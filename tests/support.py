@@ -75,6 +75,8 @@ def videos() -> tuple[Video, Video]:
 def make_loop(save_root: Path, *flags: str, stop: StopSignal | None = None) -> Loop:
     """The training loop of a tiny run of `videos()` into `save_root`, built in this process (no loader workers:
     the frames are in memory); `flags` change it."""
+    # --num_workers 0: the loop runs inside pytest's own process, on frames already in memory, where forking
+    # 4 workers per test would cost more than its steps; every test that trains in a subprocess runs the default 4.
     config = parse_args(
         [
             *("--preset", "tiny", "--save_root", str(save_root), "--frame_H", str(SIDE), "--frame_W", str(SIDE)),

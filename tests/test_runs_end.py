@@ -225,7 +225,7 @@ def test_a_stop_during_the_final_evaluation_ends_at_once_and_the_rerun_evaluates
     assert not (save_root / "eval").exists() or not any((save_root / "eval").iterdir()), "half an evaluation was left behind"
     again = run(command, tmp_path / "again.log")
     assert again.returncode == 0, again.stdout[-3000:]
-    assert "all 1 epochs were already trained: evaluating the best weights again" in again.stdout
+    assert "its one epoch was already trained: evaluating the best weights again" in again.stdout
     assert (save_root / "eval" / "rollout.gif").is_file()
 
 

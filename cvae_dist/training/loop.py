@@ -118,7 +118,8 @@ class Loop:
                 print(note, file=sys.stderr, flush=True)
         log_settings(accelerator, self.config.flat())
         if self.state.epoch >= epochs:
-            print(f"all {epochs} epochs were already trained: evaluating the best weights again", flush=True)
+            trained = f"all {epochs} epochs were" if epochs > 1 else "its one epoch was"
+            print(f"{trained} already trained: evaluating the best weights again", flush=True)
 
     def train_epoch(self) -> StepScalars[float]:
         """The epoch's batches (after a resume, those not yet done); returns its averages to log."""
