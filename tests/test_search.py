@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import matplotlib
 import pytest
 
 optuna = pytest.importorskip("optuna")  # the search extra: `make test` installs it
@@ -202,7 +203,14 @@ def test_summary_lists_trials_best_first_and_writes_optunas_figures(tmp_path):
         ("2", "pruned", "15.00", "1"),
     ]
     assert table[0]["lr"] == "0.003" and table[0]["run"] == "trial-001"
+
+    def style():  # every setting but the backend, which the summary sets to Agg (files only)
+        return {k: v for k, v in matplotlib.rcParams.items() if not k.startswith("backend")}
+
+    before = style()
     text = summarise(study, search, tmp_path / "root")
+    # Optuna's plots set matplotlib's ggplot style for the whole process; figures drawn after them keep theirs.
+    assert style() == before
     assert text.splitlines()[0] == "study tiny: 4 trials (3 complete) of a budget of 4; best validation PSNR per trial"
     for name in FIGURES:
         assert (tmp_path / "root" / f"{name}.png").stat().st_size > 10_000, name

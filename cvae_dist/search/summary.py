@@ -92,7 +92,9 @@ def write_figures(study: optuna.Study, root: Path, complete: int) -> list[str]:
         if complete < needed:
             notes.append(f"{path.name}: skipped, it needs {needed} complete trials ({complete} so far)")
             continue
-        with warnings.catch_warnings():
+        # Optuna's plots switch the whole process to matplotlib's ggplot style (plt.style.use): kept to
+        # these figures, so that the figures drawn after them in the same process (a report's) look as they should.
+        with warnings.catch_warnings(), matplotlib.rc_context():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # the plots' API may change; their files will not
             warnings.simplefilter("ignore", UserWarning)  # matplotlib's, for an axis whose trials all share one value
             try:
@@ -100,8 +102,8 @@ def write_figures(study: optuna.Study, root: Path, complete: int) -> list[str]:
             except (RuntimeError, ValueError) as err:  # e.g. importances of values that do not vary
                 notes.append(f"{path.name}: skipped ({err})")
                 continue
-        figure = axes.flat[0].figure if hasattr(axes, "flat") else axes.figure
-        figure.savefig(path, dpi=120, bbox_inches="tight")
-        plt.close(figure)
+            figure = axes.flat[0].figure if hasattr(axes, "flat") else axes.figure
+            figure.savefig(path, dpi=120, bbox_inches="tight")
+            plt.close(figure)
         notes.append(f"wrote {path}")
     return notes
