@@ -44,6 +44,8 @@ from cvae_dist.tracking import RUN_IDS, TB_PROJECT
 CHECKPOINTS = "checkpoints"
 BEST = "best"
 WEIGHTS = "model.safetensors"
+# The average of the weights (--use_ema) in a training checkpoint: what evaluation, export and --ckpt_path use.
+EMA_WEIGHTS = "ema.safetensors"
 CONFIG = "config.yaml"
 MANIFEST = "manifest.json"
 # The network's settings as huggingface_hub's save_pretrained writes them, so that CVAE.from_pretrained reads a run's folders too.
@@ -316,8 +318,8 @@ class Weights:
 
 
 def find_weights(path: str | Path, flag: str = "") -> Weights:
-    """The weights of a checkpoint folder, a `best` folder, a run folder (its best weights, else its
-    latest checkpoint), a save_pretrained folder or a model.safetensors file: the one place that
+    """The weights of a checkpoint folder (its average of the weights if it has one), a `best` folder, a run
+    folder (its best weights, else its latest checkpoint), a save_pretrained folder or a safetensors file: the one place that
     knows the layouts. A folder's manifest, when there is one, must vouch for the weights. Errors
     about `path` itself name the `flag` it was given with."""
     path = Path(path)
@@ -329,12 +331,12 @@ def find_weights(path: str | Path, flag: str = "") -> Weights:
     if is_file:
         folder, weights = path.parent, path
     elif (path / WEIGHTS).is_file():
-        folder, weights = path, path / WEIGHTS
+        folder, weights = path, _preferred_weights(path)
     elif (path / BEST / WEIGHTS).is_file():
         folder, weights = path / BEST, path / BEST / WEIGHTS
     elif list_checkpoints(path):
         folder = list_checkpoints(path)[-1]
-        weights = folder / WEIGHTS
+        weights = _preferred_weights(folder)
     elif path.is_dir():
         raise UserError(f"{named}: no {WEIGHTS} here, nor a {BEST}/ or {CHECKPOINTS}/ folder of a run")
     else:
@@ -348,6 +350,11 @@ def find_weights(path: str | Path, flag: str = "") -> Weights:
         if problem:
             raise UserError(f"{weights}: {problem}")
     return Weights(weights, _weights_config(folder))
+
+
+def _preferred_weights(folder: Path) -> Path:
+    """A checkpoint's averaged weights where --use_ema kept them (best/ holds the average already), else its model's."""
+    return folder / EMA_WEIGHTS if (folder / EMA_WEIGHTS).is_file() else folder / WEIGHTS
 
 
 def _weights_config(folder: Path) -> Config:

@@ -23,11 +23,12 @@ def deepspeed_launch(launch, config: str, processes: int, args: list[str], cwd):
     return launch(args, cwd=cwd, extra=extra, timeout=900)
 
 
-@pytest.mark.parametrize("processes", [1, 2])
-def test_zero2_trains_saves_and_resumes_exactly(launch, processes, dataset_root, tmp_path):
+# Two processes also keep the average of the weights: each process holds the whole model under ZeRO-2.
+@pytest.mark.parametrize(("processes", "flags"), [(1, []), (2, ["--use_ema"])], ids=["1-process", "2-processes-ema"])
+def test_zero2_trains_saves_and_resumes_exactly(launch, processes, flags, dataset_root, tmp_path):
     steps = 8 // processes  # one epoch of 16 windows in batches of 2 per process
     middle = steps // 2
-    base = ["--DR", str(dataset_root), *TINY_RUN, "--num_epoch", "1", "--val_vi_len", "8", "--checkpointing_steps", str(middle)]
+    base = ["--DR", str(dataset_root), *TINY_RUN, "--num_epoch", "1", "--val_vi_len", "8", "--checkpointing_steps", str(middle), *flags]
     result = deepspeed_launch(launch, "deepspeed_zero2.yaml", processes, [*base, "--save_root", str(tmp_path / "run")], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"world size {processes} (DEEPSPEED" in result.stdout
@@ -46,8 +47,21 @@ def test_zero2_trains_saves_and_resumes_exactly(launch, processes, dataset_root,
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"resumed from {checkpoint} at epoch 0, step {middle}" in resumed.stdout
-    uninterrupted = load_file(tmp_path / "run" / "checkpoints" / f"checkpoint-{steps}" / "model.safetensors")
-    continued = load_file(tmp_path / "resumed" / "checkpoints" / f"checkpoint-{steps}" / "model.safetensors")
-    assert uninterrupted.keys() == continued.keys()
-    for key in uninterrupted:
-        assert torch.equal(uninterrupted[key], continued[key]), key
+    for weights in ["model.safetensors", "ema.safetensors"] if flags else ["model.safetensors"]:
+        uninterrupted = load_file(tmp_path / "run" / "checkpoints" / f"checkpoint-{steps}" / weights)
+        continued = load_file(tmp_path / "resumed" / "checkpoints" / f"checkpoint-{steps}" / weights)
+        assert uninterrupted.keys() == continued.keys()
+        for key in uninterrupted:
+            assert torch.equal(uninterrupted[key], continued[key]), (weights, key)
+
+
+def test_zero3_refuses_the_average_of_the_weights_in_one_line(launch, dataset_root, tmp_path):
+    args = ["--DR", str(dataset_root), *TINY_RUN, "--num_epoch", "1", "--use_ema", "--save_root", str(tmp_path / "run")]
+    result = deepspeed_launch(launch, "deepspeed_zero3.yaml", 1, args, tmp_path)
+    # The script ends with status 2 and one line; torchrun, which DeepSpeed launches through, then adds its own report.
+    assert result.returncode != 0 and "exitcode  : 2" in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert errors == [
+        "error: --use_ema: DeepSpeed ZeRO stage 3 shards the weights across processes; average them under ZeRO-2 (accelerate_configs/deepspeed_zero2.yaml) or DDP"
+    ]
+    assert result.stderr.count("Traceback") == 1 and "ChildFailedError" in result.stderr

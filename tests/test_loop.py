@@ -10,10 +10,13 @@ import signal
 
 import pytest
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
 
 from cvae_dist import checkpoint as ckpt
 from cvae_dist.tracking import BatchScalars
 from cvae_dist.training import Loop, Preempted
+from cvae_dist.training.ema import UPDATES
 from cvae_dist.training.preemption import StopSignal
 from cvae_dist.training.profiling import TABLE, TRACE
 from cvae_dist.training.validation import Validation, validate
@@ -71,21 +74,26 @@ def test_a_run_keeps_its_best_weights_and_a_second_start_finds_it_finished(tmp_p
     assert "all 2 epochs were already trained" in capsys.readouterr().out
 
 
-def test_a_preempted_run_resumed_ends_with_the_weights_of_an_uninterrupted_one(tmp_path):
-    reference = make_loop(tmp_path / "reference")
+@pytest.mark.parametrize("flags", [[], ["--use_ema"]], ids=["plain", "ema"])
+def test_a_preempted_run_resumed_ends_with_the_weights_of_an_uninterrupted_one(flags, tmp_path):
+    reference = make_loop(tmp_path / "reference", *flags)
     reference.fit()
     with StopSignal() as stop:
-        loop = make_loop(tmp_path / "run", stop=stop)
+        loop = make_loop(tmp_path / "run", *flags, stop=stop)
         with stop.deferred():
             signal.raise_signal(signal.SIGTERM)  # flagged; the loop stops at the next step boundary
         with pytest.raises(Preempted) as preempted:
             loop.fit()
     assert preempted.value.checkpoint == ckpt.checkpoint_dir(tmp_path / "run", 1)
-    resumed = make_loop(tmp_path / "run")
+    resumed = make_loop(tmp_path / "run", *flags)
     resumed.fit()
     assert resumed.state == reference.state
     expected, actual = weights(reference), weights(resumed)
     assert all(torch.equal(expected[key], actual[key]) for key in expected)
+    if flags:  # the average goes on from the checkpoint's with the same bits
+        assert resumed.average.updates == reference.average.updates == 2 * STEPS_PER_EPOCH
+        expected, actual = reference.average.module.state_dict(), resumed.average.module.state_dict()
+        assert all(torch.equal(expected[key], actual[key]) for key in expected)
 
 
 def test_a_stop_during_validation_checkpoints_with_it_due_and_the_resumed_run_validates_first(tmp_path, capsys):
@@ -126,3 +134,51 @@ def test_a_run_shorter_than_the_profilers_wait_says_so_and_writes_nothing(tmp_pa
     make_loop(tmp_path, "--profile_steps", "2", "--profile_wait", "10").fit()
     assert not (tmp_path / ckpt.PROFILE).exists()
     assert "before profiling began (--profile_wait 10)" in capsys.readouterr().out
+
+
+def test_the_weight_average_warms_up_its_decay_and_moves_by_one_minus_it(tmp_path):
+    loop = make_loop(tmp_path, "--use_ema", "--ema_decay", "0.9", "--ema_warmup_power", "0.75")
+    average, model = loop.average, loop.accelerator.unwrap_model(loop.model)
+    assert average.decay() == 0  # the first update copies the weights
+    average.updates = 10
+    assert average.decay() == pytest.approx(1 - 11**-0.75)
+    average.updates = 1000
+    assert average.decay() == 0.9  # capped at --ema_decay
+    before = [p.clone() for p in average.module.parameters()]
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    average.update(model)
+    assert average.updates == 1001
+    for old, new, current in zip(before, average.module.parameters(), model.parameters()):
+        torch.testing.assert_close(new, 0.9 * old + 0.1 * current)
+    average.warmup_power = 0  # no warm-up: --ema_decay from the first update
+    average.updates = 0
+    assert average.decay() == 0.9
+
+
+def test_with_use_ema_the_average_is_validated_kept_as_best_and_evaluated(tmp_path):
+    loop = make_loop(tmp_path, "--use_ema")
+    evaluation = loop.fit()
+    assert loop.average.updates == loop.state.step == 2 * STEPS_PER_EPOCH
+    best_checkpoint = ckpt.checkpoint_dir(tmp_path, loop.state.best_epoch * STEPS_PER_EPOCH)
+    # best/ holds the average as validated (BatchNorm recalibrated for it), which the checkpoint of that epoch also carries.
+    best, average = load_file(tmp_path / ckpt.BEST / ckpt.WEIGHTS), load_file(best_checkpoint / ckpt.EMA_WEIGHTS)
+    raw = load_file(best_checkpoint / ckpt.WEIGHTS)
+    assert best.keys() == average.keys() == raw.keys()
+    assert all(torch.equal(best[key], average[key]) for key in best)
+    assert not all(torch.equal(best[key], raw[key]) for key in best)
+    with safe_open(str(best_checkpoint / ckpt.EMA_WEIGHTS), framework="pt") as file:
+        assert int(file.metadata()[UPDATES]) == loop.state.best_epoch * STEPS_PER_EPOCH
+    assert ckpt.verify(best_checkpoint) is None  # the manifest vouches for the average too
+    # Evaluation, generation, export and --ckpt_path take a checkpoint's average.
+    assert ckpt.find_weights(best_checkpoint).file == best_checkpoint / ckpt.EMA_WEIGHTS
+    assert evaluation.average == pytest.approx(loop.state.best_psnr, abs=1e-4)
+
+
+def test_a_run_resumed_with_use_ema_from_a_checkpoint_without_it_starts_the_average_from_its_weights(tmp_path, capsys):
+    make_loop(tmp_path, "--num_epoch", "1").fit()
+    resumed = make_loop(tmp_path, "--num_epoch", "2", "--use_ema", "--resume_from_checkpoint", "latest")
+    resumed.fit()
+    assert "has no ema.safetensors (written without --use_ema): the average starts from its weights" in capsys.readouterr().err
+    assert resumed.average.updates == STEPS_PER_EPOCH

@@ -155,6 +155,12 @@ class TrainConfig:
     """Autocast precision; unset takes what `accelerate launch` or its config file says."""
     max_grad_norm: float = setting(1.0, allowed=AT_LEAST_0)
     """Clip the gradient norm to this before each optimizer step (0 turns clipping off)."""
+    use_ema: bool = setting(False, hparam="EMA")
+    """Keep an exponential moving average of the weights (float32) and validate it, keep it as best/, evaluate and export it instead of the raw weights; checkpoints carry it as ema.safetensors."""
+    ema_decay: float = setting(0.999, allowed=Range(0, 1, low_excluded=True), hparam="EMA decay")
+    """Largest share of the average kept at each optimizer step; --ema_warmup_power starts it lower."""
+    ema_warmup_power: float = setting(2 / 3, allowed=FRACTION, hparam="EMA warm-up")
+    """Warm-up of the average's decay, as diffusers' EMAModel: after t updates it is min(--ema_decay, 1 - (1 + t)^-power) (2/3 reaches 0.999 after 31.6k steps, 3/4 after 10k); 0 holds it at --ema_decay from the start."""
     checkpointing_steps: int | None = setting(None, allowed=AT_LEAST_1, bookkeeping=True)
     """Also save a checkpoint every this many optimizer steps (mid-epoch)."""
     checkpoints_total_limit: int | None = setting(None, allowed=AT_LEAST_1, bookkeeping=True)

@@ -32,6 +32,7 @@ from cvae_dist.tracking import (
 )
 from cvae_dist.training.averages import Averages
 from cvae_dist.training.build import Parts
+from cvae_dist.training.ema import weight_average
 from cvae_dist.training.guard import NonFiniteGuard
 from cvae_dist.training.precision import device_note
 from cvae_dist.training.preemption import Preempted, StopSignal, shut_down_workers
@@ -50,7 +51,8 @@ class Loop:
         self.model, self.optimizer, self.scheduler = parts.model, parts.optimizer, parts.scheduler
         self.state = TrainingState(tfr=self.config.method.tfr)
         self.accelerator.register_for_checkpointing(self.state)
-        self.folder = RunFolder(self.accelerator, self.config, self.model)
+        self.average = weight_average(self.config, self.accelerator, self.model)
+        self.folder = RunFolder(self.accelerator, self.config, self.model, self.average)
         train = self.config.train
         self.schedules = Schedules.of_run(self.config.method, train.seed, train.num_epoch, parts.steps_in_epoch)
         self.guard = NonFiniteGuard(self.accelerator, train, self.state, self.folder.latest)
@@ -213,11 +215,13 @@ class Loop:
                 # With fp16 the GradScaler skips a non-finite step itself and must see it to lower its scale.
                 self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
+            if self.average is not None and self.accelerator.sync_gradients and finite and not self.accelerator.optimizer_step_was_skipped:
+                self.average.update(self.accelerator.unwrap_model(self.model))
         return BatchScalars(terms.total.detach(), terms.mse.detach(), terms.kl.detach(), forced_share, grad_norm.detach())
 
     def validate(self) -> Validation:
         """The epoch's validation (see validation.validate; a stop during it checkpoints), the best weights kept, the scores logged."""
-        validation = validate(self.parts, on_frame=self._stop_if_agreed)
+        validation = validate(self.parts, on_frame=self._stop_if_agreed, model=self.average.module if self.average else None)
         improved = self.folder.save_if_best(self.state, validation.psnr)
         if self.is_main:
             self._log_validation(validation, improved)

@@ -16,6 +16,7 @@ from accelerate.utils import broadcast_object_list
 from cvae_dist import checkpoint as ckpt
 from cvae_dist.config import Config, is_bookkeeping, load_config_file
 from cvae_dist.errors import UserError, disk_full
+from cvae_dist.training.ema import WeightAverage
 from cvae_dist.training.precision import uses_deepspeed
 from cvae_dist.training.run_lock import RunLock
 from cvae_dist.training.state import TrainingState
@@ -24,8 +25,8 @@ from cvae_dist.training.state import TrainingState
 class RunFolder:
     """--save_root of a run: every process calls each method, which keeps the processes in step."""
 
-    def __init__(self, accelerator: Accelerator, config: Config, model):
-        self.accelerator, self.config, self.model = accelerator, config, model
+    def __init__(self, accelerator: Accelerator, config: Config, model, average: WeightAverage | None = None):
+        self.accelerator, self.config, self.model, self.average = accelerator, config, model, average
         self.root = Path(config.train.save_root)
         self.lock = RunLock(self.root)
 
@@ -47,6 +48,7 @@ class RunFolder:
                 self.accelerator.load_state(str(folder))
             except (RuntimeError, ValueError, KeyError) as err:  # a state that does not fit this optimizer or scheduler
                 raise UserError(f"{folder}: cannot resume from it ({str(err).splitlines()[0]})") from err
+            self._load_average(folder)
         if self.is_main:
             self.root.mkdir(parents=True, exist_ok=True)
             ckpt.write_config(self.config, self.root)
@@ -72,6 +74,17 @@ class RunFolder:
             return self.lock.acquire()
         except OSError as err:
             raise UserError(f"--save_root {self.root}: cannot write there ({err.strerror or err})") from None
+
+    def _load_average(self, folder: Path) -> None:
+        """The checkpoint's average of the weights; a checkpoint written without --use_ema starts it from its weights."""
+        if self.average is None:
+            return
+        if (folder / ckpt.EMA_WEIGHTS).is_file():
+            self.average.load(folder / ckpt.EMA_WEIGHTS)
+            return
+        self.average.copy_from(self.accelerator.unwrap_model(self.model))
+        if self.is_main:
+            print(f"note: {folder} has no {ckpt.EMA_WEIGHTS} (written without --use_ema): the average starts from its weights", file=sys.stderr)
 
     def release(self) -> None:
         """Give the folder's lock back (the main process holds it)."""
@@ -127,10 +140,13 @@ class RunFolder:
         if uses_deepspeed(self.accelerator):
             # DeepSpeed's save_state writes its own (sharded) format; the weights also go next to it
             # as safetensors, so a checkpoint folder serves evaluation and --ckpt_path as without DeepSpeed.
-            self._save_model(folder)
+            self.accelerator.save_model(self.model, folder)
+        if self.average is not None and self.is_main:
+            self.average.save(folder / ckpt.EMA_WEIGHTS)
 
     def _save_model(self, folder: Path) -> None:
-        self.accelerator.save_model(self.model, folder)
+        """The weights that were validated: the average where there is one."""
+        self.accelerator.save_model(self.average.module if self.average is not None else self.model, folder)
 
     def _write_sealed(self, folder: Path, write: Callable[[Path], None], step: int, epoch: int, reason: str) -> None:
         """Every process writes its part into a staging folder; the main process seals it with a

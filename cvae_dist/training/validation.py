@@ -29,12 +29,13 @@ class Validation:
     """The predicted frames (T, 3, H, W) as the network output them, on the CPU; frame 0 is the given one."""
 
 
-def validate(parts: Parts, on_frame: Callable[[], None] | None = None) -> Validation:
-    """Recalibrate BatchNorm and roll out the validation video; every process runs it so sharded models can gather weights.
+def validate(parts: Parts, on_frame: Callable[[], None] | None = None, model: torch.nn.Module | None = None) -> Validation:
+    """Recalibrate BatchNorm and roll out the validation video with `model` (unset: the model trained);
+    every process runs it so sharded models can gather weights.
 
     `on_frame` is called after every predicted frame: a lab-sized rollout on a CPU outlasts Slurm's
     wait between SIGTERM and SIGKILL, so the loop checks there for a stop."""
-    model = parts.accelerator.unwrap_model(parts.model)
+    model = model if model is not None else parts.accelerator.unwrap_model(parts.model)
     with parts.precision.autocast():
         recalibrate_batchnorm(model, recalibration_labels(parts))
     evaluation = evaluate(parts, model, on_frame)
