@@ -16,7 +16,7 @@ demo: setup
 test: setup-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=15
 
 ## bench: set up, then compare cvae_dist with a plain course-style loop on this machine (see docs/benchmarks.md)
 bench: setup

@@ -1,6 +1,6 @@
 """Speed and memory of cvae_dist against a plain course-style loop, on one machine, in one run.
 
-    python benchmarks/bench.py [--device cpu|cuda] [--preset lab|tiny] [--quick] [--batches 2,16,64] [--compile] [--peak_tflops P] [--json OUT]
+    python benchmarks/bench.py [--device cpu|cuda] [--preset lab|tiny] [--quick] [--batches 2,16,64] [--compile] [--peak_tflops P] [--peak_gbps G] [--json OUT]
 
 Prints one table and writes it as JSON. Rows:
   train   frames/s and peak memory of a training step: a plain frame-by-frame loop written the
@@ -12,6 +12,13 @@ Prints one table and writes it as JSON. Rows:
           generated from theirs (batched in cvae_dist, one sequence at a time in the plain loop);
   memory  peak memory of a training step against the window length, with and without
           per-frame activation checkpointing;
+  kernels the kernels one training step (`Loop.train_batch`, batch 2, fp32) launches, TF on and
+          off: eager; compiled (with `--compile`: the parts --compile builds, under
+          --compile_backend); and a CUDA-graph variant (none in cvae_dist yet: a skipped row).
+          Counted with torch.profiler: on a GPU the CUDA kernels; on a CPU the dispatcher ops that
+          do work of their own (not views, allocations, or ops that only call others), plus
+          inductor's generated C++ kernels (common.cpu_kernels). Per step and per predicted frame,
+          split into forward, backward and optimizer in the JSON; no timing;
   compile cvae_dist's best setting of `train` under torch.compile (`--compile` adds it, last);
           without `train` in the same run, each setting of --batches and --precisions.
 "Frames" are predicted frames (B x (T-1) per training step) except in `data` (frames loaded).
@@ -19,7 +26,8 @@ Timings: warm-up steps, then several repeats, the median reported; on a GPU each
 bracketed by CUDA events. Peak memory: on a GPU the allocator's peak above what was allocated
 before the step; on a CPU the process's peak resident memory above its level before the step.
 `--quick` (tiny preset, short windows and rollouts, few repeats) is a smoke run of a minute or two.
-A batch size that runs out of GPU memory is listed under `out_of_memory`, and larger ones are
+A batch size that runs out of GPU memory (common.is_out_of_memory: PyTorch's OutOfMemoryError,
+and cuDNN's and cuBLAS's errors that mean the same) is listed under `out_of_memory`, and larger ones are
 not tried at that precision; one larger than the training windows the data has is a skipped row.
 `--json` is rewritten after every row, so a run stopped early (as benchmarks/gpu_check.py stops
 one at its time budget) still leaves the rows it measured.
@@ -39,10 +47,26 @@ import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from common import PRECISIONS, REPO, MiB, Row, machine, measured, precision_name, summary, table, time_it
+from common import (
+    KERNEL_TARGET,
+    PRECISIONS,
+    REPO,
+    MiB,
+    Row,
+    count_kernels,
+    is_out_of_memory,
+    machine,
+    measured,
+    peak_bandwidth_gbps,
+    precision_name,
+    summary,
+    table,
+    time_it,
+)
 from course_loop import PngWindows, plain_generate, plain_step
 
-SECTIONS = ("train", "data", "rollout", "memory", "compile")
+SECTIONS = ("train", "data", "rollout", "memory", "kernels", "compile")
+KERNEL_VARIANTS = ("eager", "compiled", "CUDA graphs")
 
 
 @dataclass
@@ -112,20 +136,22 @@ class Bench:
             "seconds": time.perf_counter() - self.started,
             "rows": [asdict(r) for r in self.rows],
             "out_of_memory": self.out_of_memory,
-            "summary": summary(self.rows, self.s.preset, self.s.window, self.args.peak_tflops),
+            "summary": summary(self.rows, self.s.preset, self.s.window, self.args.peak_tflops, self.args.peak_gbps),
         }
         if self.args.json:
             Path(self.args.json).write_text(json.dumps(report, indent=2))
         return report
 
     def fitting(self, measure, what: str) -> Row | None:
-        """`measure()`, or None (and `what` noted in out_of_memory) when the GPU runs out of memory."""
+        """`measure()`, or None (and `what` noted in out_of_memory) when the GPU runs out of memory
+        (`is_out_of_memory`: cuDNN's and cuBLAS's failures to allocate included); other errors propagate."""
         import torch
 
         try:
             return measure()
-        except torch.cuda.OutOfMemoryError:
-            pass
+        except RuntimeError as err:  # torch.OutOfMemoryError is one
+            if not is_out_of_memory(err):
+                raise
         # Outside the except block, so that the traceback no longer holds the failed step's tensors.
         self.out_of_memory.append(what)
         print(f"  train    cvae_dist, {what}: out of memory", file=sys.stderr, flush=True)
@@ -253,7 +279,7 @@ class Bench:
                     too_big[precision] = batch
                 else:
                     self.add(row)
-        best = max(measured(self.rows, "cvae_dist", teacher_forcing=True), key=lambda r: r.frames_per_s)
+        best = max((r for r in measured(self.rows, "cvae_dist", teacher_forcing=True) if r.section == "train"), key=lambda r: r.frames_per_s)
         best.notes["best"] = True
         self.add(self.train_cvae(best.notes["batch"], best.notes["precision"], False))
         self.rows[-1].notes["best"] = True
@@ -266,6 +292,44 @@ class Bench:
             if row is not None:
                 row.notes["best"] = row.skipped is None
                 self.add(row)
+
+    # -- kernels --
+
+    def run_kernels(self) -> None:
+        for variant in KERNEL_VARIANTS:
+            for teacher_forcing in (True, False):
+                self.add(self.kernels_row(variant, teacher_forcing))
+
+    def kernels_row(self, variant: str, teacher_forcing: bool, batch: int = 2) -> Row:
+        """The kernels one training step launches (common.count_kernels), batch 2, fp32, after warm-up."""
+        from cvae_dist.training import Loop
+
+        name = f"cvae_dist, batch {batch}, fp32, TF {'on' if teacher_forcing else 'off'}, {variant}"
+        notes = {"variant": variant, "batch": batch, "window": self.s.window, "precision": "no", "teacher_forcing": teacher_forcing}
+        if variant == "CUDA graphs":
+            reason = "cvae_dist has no CUDA-graph variant of the training step yet"
+            return Row("kernels", name, notes=notes, skipped=reason + ("" if self.device.type == "cuda" else "; and CUDA graphs need a GPU"))
+        compiled = variant == "compiled"
+        if compiled and not self.args.compile:
+            return Row("kernels", name, notes=notes, skipped="needs --compile (inductor compiles the step for minutes on a CPU)")
+        flags = {"batch_size": batch, "tfr": float(teacher_forcing)}
+        if compiled:
+            flags.update(compile=True, compile_backend=self.args.compile_backend)
+            notes["backend"] = self.args.compile_backend
+        loop = Loop(self.parts("no", **flags))
+        frames, labels, indices = self.batch(batch, self.s.window)
+        loop.model.train()
+        began = time.perf_counter()
+        loop.train_batch(frames, labels, indices)  # compiles the forward and backward passes, if compiled
+        if compiled:
+            notes["first_step_s"] = time.perf_counter() - began
+        for _ in range(self.s.warmup + (1 if compiled else 0)):
+            loop.train_batch(frames, labels, indices)
+        counts = count_kernels(lambda: loop.train_batch(frames, labels, indices), self.device)
+        counted = counts.get("cuda", counts["cpu"])
+        predicted = batch * (self.s.window - 1)
+        notes.update(kernels=counted["total"], kernels_per_frame=counted["total"] / predicted, model_kernels=counted["model"], counts=counts)
+        return Row("kernels", name, notes=notes)
 
     # -- data --
 
@@ -345,6 +409,20 @@ class Bench:
                 self.add(self.train_cvae(2, "no", True, "memory", window, checkpointing))
 
 
+def kernel_target_lines(figures: dict) -> list[str]:
+    """Whether the compiled model meets KERNEL_TARGET, for each TF setting counted both ways."""
+    lines = []
+    for tf in ("off", "on"):
+        share = figures.get(f"compiled_over_eager_model_kernels_tf_{tf}")
+        if share is not None:
+            verdict = "met" if share <= KERNEL_TARGET else "not met"
+            lines.append(
+                f"kernel target, TF {tf}: the compiled forward and backward passes launch {share:.2f}x the eager ones' kernels "
+                f"(target <= {KERNEL_TARGET:g}x{', set for TF off' if tf == 'on' else ''}): {verdict}"
+            )
+    return lines
+
+
 def listed(kind, choices=None):
     """An argparse type: comma-separated values of `kind`, each one of `choices` if given."""
 
@@ -387,11 +465,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compile_backend", default="inductor", help="torch.compile's backend in the compile section (default: inductor)")
     parser.add_argument("--repeats", type=int, help="timed repeats per row, the median reported (default: 10 on a GPU, 3 on a CPU, 2 with --quick)")
     parser.add_argument(
-        "--sections", type=listed(str, SECTIONS), default="train,data,rollout,memory", help=f"comma-separated subset of {','.join(SECTIONS)}"
+        "--sections",
+        type=listed(str, SECTIONS),
+        default="train,data,rollout,memory,kernels",
+        help=f"comma-separated subset of {','.join(SECTIONS)} (default: all but compile)",
     )
     parser.add_argument("--data", help="folder for the synthetic benchmark dataset (default: data/ in the repository)")
     parser.add_argument(
         "--peak_tflops", type=float, help="the device's peak (e.g. 989 for an H100 SXM in dense bf16), to report the best setting's share of it"
+    )
+    parser.add_argument(
+        "--peak_gbps",
+        type=float,
+        help="the device's peak memory bandwidth in GB/s, to report the best setting's share of it "
+        "(default on a GPU from its name: H100 SXM 3350, H100 PCIe 2000, H100 NVL 3900, H200 4800)",
     )
     parser.add_argument("--json", metavar="OUT", help="also write the table and the machine as JSON to this file")
     args = parser.parse_args(argv)
@@ -404,8 +491,17 @@ def main(argv: list[str] | None = None) -> int:
     args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA GPU visible")
+    if args.peak_gbps is None and args.device == "cuda":
+        args.peak_gbps = peak_bandwidth_gbps(torch.cuda.get_device_name(0))
     args.argv = argv if argv is not None else sys.argv[1:]
     settings = settings_for(args)
+    if args.compile:
+        import torch._inductor.config
+
+        # Inductor names its C++ kernels in the profiler (for the kernels section) only when compiled
+        # so. For the whole run, so that the compile section reuses what the kernels section compiled:
+        # without a profiler running, each kernel's check costs nanoseconds.
+        torch._inductor.config.cpp.enable_kernel_profile = True
     with tempfile.TemporaryDirectory(prefix="cvae-bench-") as workdir:
         bench = Bench(args, settings, Path(workdir))
         for section in sections:
@@ -419,6 +515,8 @@ def main(argv: list[str] | None = None) -> int:
     print(table(bench.rows, report["summary"]))
     if bench.out_of_memory:
         print(f"out of memory: {'; '.join(bench.out_of_memory)}")
+    for line in kernel_target_lines(report["summary"]):
+        print(line)
     return 0
 
 

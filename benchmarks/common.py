@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import functools
+import math
 import os
 import platform
 import re
@@ -45,16 +46,26 @@ class Row:
 
 
 def table(rows: list[Row], summary: dict[str, float] | None = None) -> str:
-    """The rows as a fixed-width table (`*` marks cvae_dist's best setting), then the summary's figures."""
-    lines = [f"{'section':8s}  {'what':78s} {'frames/s':>10s} {'ms/repeat':>10s} {'peak MiB':>9s}"]
+    """The rows as a fixed-width table (`*` marks cvae_dist's best setting), then the summary's figures.
+    Where a row counts kernels (notes `kernels`, `kernels_per_frame`), two more columns give them."""
+    kernels = any("kernels" in r.notes for r in rows)
+    lines = [
+        f"{'section':8s}  {'what':78s} {'frames/s':>10s} {'ms/repeat':>10s} {'peak MiB':>9s}"
+        + (f" {'kernels':>8s} {'/frame':>7s}" if kernels else "")
+    ]
     for r in rows:
         what = f"{r.section:8s}  {r.name + (' *' if r.notes.get('best') else ''):78s}"
         if r.skipped:
             lines.append(f"{what} skipped: {r.skipped}")
             continue
+        rate = "" if r.frames_per_s is None else f"{r.frames_per_s:,.0f}"
+        ms = "" if r.seconds is None else f"{r.seconds * 1000:,.1f}"
         peak = "" if r.peak_mib is None else f"{r.peak_mib:,.0f}"
-        lines.append(f"{what} {r.frames_per_s:>10,.0f} {r.seconds * 1000:>10,.1f} {peak:>9s}")
-    lines += [f"{key}: {value:,.3g}" for key, value in (summary or {}).items()]
+        line = f"{what} {rate:>10s} {ms:>10s} {peak:>9s}"
+        if "kernels" in r.notes:
+            line += f" {r.notes['kernels']:>8,d} {r.notes['kernels_per_frame']:>7,.0f}"
+        lines.append(line.rstrip())
+    lines += [f"{key}: {value:,d}" if isinstance(value, int) else f"{key}: {value:,.3g}" for key, value in (summary or {}).items()]
     return "\n".join(lines)
 
 
@@ -99,9 +110,248 @@ def training_flops_per_frame(preset: str, window: int) -> float:
     return counter.get_total_flops() / (window - 1)
 
 
-def summary(rows: list[Row], preset: str, window: int, peak_tflops: float | None) -> dict:
+# ---- what a training step launches and moves -------------------------------------------------
+
+# Ops that allocate or change only a tensor's metadata: no kernel runs, on any device.
+NO_KERNEL_OPS = frozenset(
+    "empty empty_like empty_strided new_empty new_empty_strided resize_ resize_as_ _resize_output_ as_strided_ set_ _unsafe_view "
+    "detach_ squeeze_ unsqueeze_ transpose_ t_ swapdims_ record_stream".split()
+)
+# Ops that fill or copy memory (and do it through another of these when they call one).
+COPY_OPS = frozenset(
+    "copy_ fill_ zero_ clone _to_copy _copy_from _copy_from_and_resize lift_fresh_copy zeros ones full zeros_like ones_like full_like "
+    "new_zeros new_ones new_full scalar_tensor".split()
+)
+_DISPATCHER_OP = re.compile(r"\w+::\w+")
+_INDUCTOR_CPP_KERNEL = re.compile(r"(graph_\d+_)?cpp_\w+")  # what inductor names its C++ kernels in the profiler
+KERNEL_TARGET = 0.25
+"""The reduction aimed at: the compiled model (forward and backward) launches at most this share of the eager one's kernels, TF off."""
+
+
+def _aliases_only(schema) -> bool:
+    return bool(schema.returns) and all(r.alias_info is not None and not r.alias_info.is_write for r in schema.returns)
+
+
+@functools.cache
+def launches_no_kernel(op: str) -> bool:
+    """Whether the dispatcher op `op` ('aten::view') runs no kernel: it only allocates or changes
+    metadata (NO_KERNEL_OPS), or every overload of it that returns tensors returns views of its
+    inputs without writing them (the schema's `Tensor(a)`: view, reshape when no copy is needed,
+    as_strided, expand, transpose, split, detach, to/contiguous when already so, ...)."""
+    import torch
+
+    namespace, _, name = op.partition("::")
+    if namespace == "aten" and name in NO_KERNEL_OPS:
+        return True
+    schemas = [s for s in torch._C._jit_get_schemas_for_operator(op) if any("Tensor" in str(r.type) for r in s.returns)]
+    return bool(schemas) and all(_aliases_only(s) for s in schemas)
+
+
+PHASES = ("forward", "backward", "after_backward", "optimizer")
+"""A step's parts: `forward` (noise, forward pass, loss, backward's seed gradient), `backward`, `after_backward` (gradient
+clipping, the non-finite check, zero_grad) and `optimizer` (inside Optimizer.step)."""
+
+
+def _phase(event, backward_starts: float) -> str:
+    parent = event.cpu_parent
+    while parent is not None:
+        if parent.name.startswith("autograd::engine::evaluate_function"):
+            return "backward"
+        if parent.name.startswith("Optimizer.step"):
+            return "optimizer"
+        parent = parent.cpu_parent
+    return "forward" if event.time_range.start < backward_starts else "after_backward"
+
+
+def _backward_starts(events) -> float:
+    return min((e.time_range.start for e in events if e.name.startswith("autograd::engine::evaluate_function")), default=math.inf)
+
+
+def cpu_kernels(events) -> dict[str, int]:
+    """The kernels among profiler `events` (torch.profiler's `events()`) by PHASES, `model` (forward
+    and backward: what --compile compiles) and `total`.
+
+    On a CPU a kernel is a dispatcher op (`aten::add`, `mkldnn::...`) that `counts_itself`, and each
+    C++ kernel that inductor generated, which the profiler lists (as `graph_<n>_cpp_fused_...`)
+    only when torch._inductor.config.cpp.enable_kernel_profile was set when it was compiled. Each is
+    about one launch on a GPU: a GPU op may launch a few kernels (cuDNN's convolutions), and the
+    optimizer's per-tensor ops on a CPU (its foreach ops loop over the tensors there) are a few
+    fused kernels on a GPU (cvae_dist's Adam is fused there)."""
+    backward_starts = _backward_starts(events)
+    counts = dict.fromkeys(PHASES, 0)
+    for event in events:
+        if counts_itself(event) if _DISPATCHER_OP.fullmatch(event.name) else _INDUCTOR_CPP_KERNEL.fullmatch(event.name):
+            counts[_phase(event, backward_starts)] += 1
+    return _with_totals(counts)
+
+
+def counts_itself(event) -> bool:
+    """Whether the op of a profiler event is a kernel of its own: not one that `launches_no_kernel`,
+    and either a leaf (it calls no op but views and allocations), or one that calls nothing but
+    COPY_OPS (aten::addmm copying the bias into its output, then multiplying) and is not one of
+    them. An op that calls others to do its work (aten::linear, aten::convolution, a copy through
+    aten::copy_, a foreach op looping over tensors) is not: what it calls is counted."""
+    if launches_no_kernel(event.name):
+        return False
+    working = [c.name for c in _op_children(event) if not launches_no_kernel(c.name)]
+    if not working:
+        return True
+    return event.name.partition("::")[2] not in COPY_OPS and all(c.partition("::")[2] in COPY_OPS for c in working)
+
+
+def _op_children(event):
+    """The ops `event` calls directly (also through record_functions in between)."""
+    for child in event.cpu_children:
+        if _DISPATCHER_OP.fullmatch(child.name):
+            yield child
+        else:
+            yield from _op_children(child)
+
+
+def _with_totals(counts: dict[str, int]) -> dict[str, int]:
+    return {**counts, "model": counts["forward"] + counts["backward"], "total": sum(counts.values())}
+
+
+def cuda_kernels(events) -> dict[str, int]:
+    """The CUDA kernels among profiler `events` (memory copies and sets not counted), by PHASES of
+    the CPU op that launched each (`unattributed`: those the profiler linked to none), `model` and `total`."""
+    from torch.autograd import DeviceType
+
+    backward_starts = _backward_starts(events)
+    counts = dict.fromkeys(PHASES, 0)
+    recorded = 0  # the kernels themselves, also those no CPU event claims
+    for event in events:
+        if event.device_type == DeviceType.CPU:
+            launched = sum(1 for k in event.kernels if not k.name.startswith(("Memcpy", "Memset")))
+            if launched:
+                counts[_phase(event, backward_starts)] += launched
+        elif event.device_type == DeviceType.CUDA and (getattr(event, "activity_type", None) or "kernel") == "kernel":
+            recorded += not event.name.startswith(("Memcpy", "Memset"))
+    counts["unattributed"] = max(0, recorded - sum(counts.values()))
+    return _with_totals(counts)
+
+
+def count_kernels(fn, device) -> dict[str, dict[str, int]]:
+    """The kernels one call of `fn()` launches: `cpu` (cpu_kernels' definition, on any device) and,
+    on a GPU, `cuda` (cuda_kernels: the CUDA kernels the profiler saw, after synchronizing)."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    on_gpu = torch.device(device).type == "cuda"
+    activities = [ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if on_gpu else [])]
+    with profile(activities=activities) as prof:
+        fn()
+        if on_gpu:
+            torch.cuda.synchronize()
+    events = prof.events()
+    counts = {"cpu": cpu_kernels(events)}
+    if on_gpu:
+        counts["cuda"] = cuda_kernels(events)
+    return counts
+
+
+def bytes_moved_mode():
+    """A TorchDispatchMode whose `.bytes` sums the bytes of the tensors each op reads and writes:
+    every op's tensor inputs and outputs, but for ops that `launches_no_kernel`. An upper estimate
+    of the memory traffic of running the ops one by one (eager, unfused: every intermediate goes
+    through memory once written and once per read; caches and fusion make the real traffic lower)."""
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_leaves
+
+    class BytesMoved(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.bytes = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if not (_aliases_only(func._schema) or (func.namespace == "aten" and func._schema.name.split("::")[-1] in NO_KERNEL_OPS)):
+                self.bytes += sum(t.nbytes for t in tree_leaves((args, kwargs, out)) if isinstance(t, torch.Tensor))
+            return out
+
+    return BytesMoved()
+
+
+@functools.cache
+def training_bytes_per_frame(preset: str, window: int, precision: str = "no", batch: int = 1) -> float:
+    """Bytes that cvae_dist's forward and backward (teacher forcing on; the optimizer step not
+    counted) read and write per predicted frame, at `batch` windows (the weights are read once per
+    batch), counted as `bytes_moved_mode` says: an eager, unfused upper estimate.
+
+    Counted on fake CPU tensors (shapes only, like the FLOPs) under CPU autocast at the row's
+    precision ('bf16': convolutions and what follows them move 2-byte activations; the loss,
+    the weights' float32 copies and their gradients stay 4-byte). A GPU's autocast casts by lists
+    of its own that differ in a few ops from the CPU's: a close approximation there."""
+    import torch
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from cvae_dist.config import PRESETS, ModelConfig
+    from cvae_dist.loss import cvae_loss
+    from cvae_dist.model import CVAE
+
+    half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    with FakeTensorMode():
+        model = CVAE(ModelConfig(**PRESETS[preset]))
+        frames, labels = torch.rand(batch, window, 3, 32, 64), torch.rand(batch, window, 3, 32, 64)
+        noise = torch.randn(batch, window - 1, model.config.N_dim, 32, 64)
+        with bytes_moved_mode() as counter:
+            with torch.autocast("cpu", dtype=half or torch.bfloat16, enabled=half is not None):
+                out = model(frames, labels, noise, True)
+            cvae_loss(out.pred, frames[:, 1:], out.mu, out.logvar, 1.0).total.backward()
+    return counter.bytes / (batch * (window - 1))
+
+
+# Peak memory bandwidth in GB/s (NVIDIA's datasheets), by the name torch reports; the first entry the name contains wins.
+PEAK_GBPS = (("H100 NVL", 3900.0), ("H100 PCIe", 2000.0), ("H100", 3350.0), ("H200", 4800.0))
+
+
+def peak_bandwidth_gbps(gpu_name: str) -> float | None:
+    return next((peak for key, peak in PEAK_GBPS if key in gpu_name), None)
+
+
+# ---- out of memory ----------------------------------------------------------------------------
+
+# What libraries report when they cannot get memory, short of PyTorch's own OutOfMemoryError: cuDNN
+# finds no engine (no algorithm's workspace fits: "GET/FIND was unable to find an engine", "no valid
+# execution plans", CUDNN_STATUS_NOT_SUPPORTED) or fails to allocate; cuBLAS cannot create a handle
+# or its workspace; and CUDA or the CPU allocator themselves.
+OUT_OF_MEMORY_MESSAGES = (
+    "out of memory",
+    "unable to find an engine",
+    "no valid execution plans",
+    "CUDNN_STATUS_NOT_SUPPORTED",
+    "CUDNN_STATUS_ALLOC_FAILED",
+    "CUDNN_STATUS_INTERNAL_ERROR",
+    "CUBLAS_STATUS_ALLOC_FAILED",
+    "CUBLAS_STATUS_NOT_INITIALIZED",
+    "DefaultCPUAllocator: can't allocate memory",
+)
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """Whether `err`, or an error it was raised from (torch.compile wraps what fails inside it), is
+    torch.OutOfMemoryError or a RuntimeError with one of OUT_OF_MEMORY_MESSAGES: at a batch that
+    fits, cuDNN's and cuBLAS's errors of this kind do not occur, so a sweep takes them for the
+    batch not fitting. (CUDNN_STATUS_NOT_SUPPORTED can also mean a layout cuDNN refuses; the
+    benchmark's inputs are the same at every batch.)"""
+    import torch
+
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, torch.OutOfMemoryError):
+            return True
+        if isinstance(err, RuntimeError) and any(message.lower() in str(err).lower() for message in OUT_OF_MEMORY_MESSAGES):
+            return True
+        err = err.__cause__
+    return False
+
+
+def summary(rows: list[Row], preset: str, window: int, peak_tflops: float | None, peak_gbps: float | None = None) -> dict:
     """The figures the issue asks for, from the table's rows. The full epoch's time is estimated from
-    the best setting with teacher forcing and without (each frame then waits for the one before)."""
+    the best setting with teacher forcing and without (each frame then waits for the one before).
+    The bytes moved per frame are counted at the best TF-on row's batch and precision."""
     by_name = {r.name: r for r in measured(rows)}
     result = {}
     best = {}
@@ -110,7 +360,8 @@ def summary(rows: list[Row], preset: str, window: int, peak_tflops: float | None
         ours = by_name.get(f"cvae_dist, batch 2, fp32, TF {tf}")
         if plain and ours:
             result[f"step_time_ratio_same_computation_tf_{tf}"] = ours.seconds / plain.seconds
-        best[tf] = max(measured(rows, best=True, teacher_forcing=tf == "on"), key=lambda r: r.frames_per_s, default=None)
+        timed = [r for r in measured(rows, best=True, teacher_forcing=tf == "on") if r.frames_per_s]
+        best[tf] = max(timed, key=lambda r: r.frames_per_s, default=None)
     course = by_name.get("plain loop (course, re-encodes x_{t-1}), batch 2, fp32, TF on")
     if course and best["on"]:
         result["best_speedup_over_course_loop"] = best["on"].frames_per_s / course.frames_per_s
@@ -119,14 +370,38 @@ def summary(rows: list[Row], preset: str, window: int, peak_tflops: float | None
         result["cached_loader_frames_per_s"] = max(cached)
     if best["on"] and window == 16:
         flops = training_flops_per_frame(preset, window)
+        moved = training_bytes_per_frame(preset, window, best["on"].notes["precision"], best["on"].notes["batch"])
         predicted_per_epoch = FULL_EPOCH_FRAMES // window * (window - 1)
         result["training_gflop_per_frame"] = flops / 1e9
         result["best_tflops"] = best["on"].frames_per_s * flops / 1e12
         if peak_tflops:
             result["share_of_peak"] = result["best_tflops"] / peak_tflops
+        result["training_mb_moved_per_frame"] = moved / 1e6
+        result["best_gbps"] = best["on"].frames_per_s * moved / 1e9
+        if peak_gbps:
+            result["share_of_peak_bandwidth"] = result["best_gbps"] / peak_gbps
         for tf, row in best.items():
             if row:
                 result[f"full_epoch_seconds_tf_{tf}"] = predicted_per_epoch / row.frames_per_s
+    result.update(kernel_summary(rows))
+    return result
+
+
+def kernel_summary(rows: list[Row]) -> dict[str, float]:
+    """Kernels per step of each measured `kernels` row (by variant and TF: all, and the model's, its
+    forward and backward passes), and the compiled model's kernels over the eager model's
+    (`compiled_over_eager_model_kernels_tf_*`, which KERNEL_TARGET bounds). The optimizer and the
+    gradient clipping are the same in both, and far fewer kernels on a GPU (fused) than on a CPU."""
+    counted = {(r.notes["variant"], r.notes["teacher_forcing"]): r.notes for r in measured(rows) if r.section == "kernels"}
+    result = {}
+    for (variant, tf), notes in counted.items():
+        key = f"{variant.replace(' ', '_')}_tf_{'on' if tf else 'off'}"
+        result[f"kernels_per_step_{key}"] = notes["kernels"]
+        result[f"model_kernels_per_step_{key}"] = notes["model_kernels"]
+    for tf in (True, False):
+        if ("eager", tf) in counted and ("compiled", tf) in counted:
+            ratio = counted["compiled", tf]["model_kernels"] / counted["eager", tf]["model_kernels"]
+            result[f"compiled_over_eager_model_kernels_tf_{'on' if tf else 'off'}"] = ratio
     return result
 
 

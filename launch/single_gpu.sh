@@ -11,7 +11,7 @@
 # Runs land in runs/<RUN_NAME>; the line to watch them in TensorBoard is printed first.
 #
 # Environment overrides: BATCH_SIZE (4), GRAD_ACCUM (1), RUNS (runs), RUN_NAME (lab-<date>-<time>),
-# ACCELERATE_CONFIG (accelerate_configs/rtx.yaml; on an RTX 20xx pass --mixed_precision fp16 instead).
+# ACCELERATE_CONFIG (accelerate_configs/rtx.yaml: bf16, which the training script turns into fp16 on an RTX 20xx).
 set -euo pipefail
 export NUM_GPUS=1 ACCELERATE_CONFIG=${ACCELERATE_CONFIG:-accelerate_configs/rtx.yaml}
 exec "$(dirname "$0")/multi_gpu.sh" "$@"

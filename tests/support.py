@@ -8,6 +8,7 @@ import socket
 from pathlib import Path
 
 import numpy as np
+from accelerate.state import AcceleratorState
 
 from cvae_dist.config import parse_args
 from cvae_dist.data.course import Video
@@ -85,4 +86,6 @@ def make_loop(save_root: Path, *flags: str, stop: StopSignal | None = None) -> L
             *flags,
         ]
     )
+    # Accelerate keeps one state per process and refuses a second mixed precision in it; each loop is a run of its own.
+    AcceleratorState._reset_state(reset_partial_state=True)
     return Loop(build(config, videos()), stop)

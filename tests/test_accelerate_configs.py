@@ -19,6 +19,7 @@ from accelerate.commands.config.config_args import load_config_from_file
 
 from cvae_dist.checkpoint import load_model
 from cvae_dist.config import PRESETS
+from cvae_dist.training.precision import NATIVE_BF16, choose_mixed_precision
 from support import REPO, TINY_RUN, free_port, run_env
 
 CONFIGS = REPO / "accelerate_configs"
@@ -112,10 +113,22 @@ def test_zero3_config_trains_and_saves_whole_weights(launch, dataset_root, tmp_p
     assert sum(p.numel() for p in model.parameters()) > 10_000
 
 
+def test_rtx_config_trains_an_rtx_20xx_in_fp16_and_later_cards_in_its_bf16():
+    launched = load_config_from_file(str(CONFIGS / "rtx.yaml")).mixed_precision
+    precision, note = choose_mixed_precision(None, launched, "cuda", (7, 5))  # RTX 20xx (Turing)
+    assert precision == "fp16" and "bf16 needs compute capability 8.0 (Ampere) and this GPU has 7.5" in note
+    for capability in [(8, 6), (8, 9), (12, 0)]:  # RTX 30xx, 40xx, 50xx
+        # None: the Accelerator takes the config's bf16 from the launcher, as it always did.
+        assert choose_mixed_precision(None, launched, "cuda", capability) == (None, None)
+    # A precision given to train.py itself wins over the config's, as before.
+    assert choose_mixed_precision("bf16", launched, "cuda", (7, 5))[0] == "bf16"
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="rtx.yaml is for one NVIDIA card; there is none here")
 def test_rtx_config_trains_on_the_gpu(launch, dataset_root, tmp_path):
     result = launch_with_config(launch, "rtx.yaml", 1, tmp_path / "run", dataset_root, precision="bf16")
-    assert "world size 1 (NO, cuda, mixed precision bf16)" in result.stdout
+    expected = "fp16" if torch.cuda.get_device_capability() < NATIVE_BF16 else "bf16"
+    assert f"world size 1 (NO, cuda, mixed precision {expected}, TF32 on, cuDNN benchmark on)" in result.stdout
 
 
 def test_cpu_threads_note_names_the_flag_only_when_cores_would_idle():

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from cvae_dist.config import PRESETS, ModelConfig
 from cvae_dist.loss import cvae_loss
 from cvae_dist.model import CVAE
-from support import REPO, run_env, tiny_args
+from support import REPO, make_loop, run_env, tiny_args
 
 
 @pytest.mark.slow  # compiles twice
@@ -55,3 +55,19 @@ def test_compile_with_checkpointing_under_autocast_is_refused_in_one_line(datase
     result = subprocess.run([sys.executable, str(REPO / "cvae_dist" / "train.py"), *args], env=run_env(), capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("error: --compile with --activation_checkpointing needs --mixed_precision no")
+
+
+@pytest.mark.parametrize("tfr", ["1", "0"])
+def test_the_training_step_compiles_whole_under_accelerate_with_bf16_autocast_and_steps_as_eager(tfr, tmp_path):
+    # fullgraph=True (as --compile compiles): a graph break anywhere in the step's forward would fail here.
+    steps = []
+    for compiled in (False, True):
+        flags = ["--mixed_precision", "bf16", "--tfr", tfr, *(["--compile", "--compile_backend", "aot_eager"] if compiled else [])]
+        loop = make_loop(tmp_path / f"compiled-{compiled}", *flags)
+        assert loop.parts.precision.dtype == torch.bfloat16
+        frames, labels, windows = next(iter(loop.parts.loader))
+        steps.append([loop.train_batch(frames, labels, windows) for _ in range(2)])
+    for eager, compiled in zip(*steps):
+        # bf16 rounds each op's output to 8 bits of mantissa, and a traced graph may order its float32 sums differently.
+        torch.testing.assert_close(compiled.loss, eager.loss, rtol=2e-2, atol=0)
+        torch.testing.assert_close(compiled.grad_norm, eager.grad_norm, rtol=5e-2, atol=0)

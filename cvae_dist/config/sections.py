@@ -151,8 +151,10 @@ class TrainConfig:
     """Seed of the weights, the latent noise, the shuffling and the teacher-forcing coins."""
     gradient_accumulation_steps: int = setting(1, allowed=AT_LEAST_1)
     """Batches whose gradients are summed before each optimizer step."""
-    mixed_precision: Literal["no", "fp16", "bf16"] | None = None
-    """Autocast precision; unset takes what `accelerate launch` or its config file says."""
+    mixed_precision: Literal["no", "fp16", "bf16", "auto"] | None = None
+    """Autocast precision; 'auto' picks bf16 where the hardware computes it (GPUs of compute capability 8.0+, CPUs with AVX512-BF16 or AMX), fp16 on older GPUs (which emulate bf16) and no (fp32) elsewhere; unset takes what `accelerate launch` or its config file says, but its bf16 becomes fp16 on a GPU older than Ampere (8.0)."""
+    tf32: bool = True
+    """Let float32 matrix multiplications and cuDNN convolutions use TF32 tensor cores on GPUs of compute capability 8.0+ (Ampere on): several times faster, 10 mantissa bits; no effect on a CPU."""
     max_grad_norm: float = setting(1.0, allowed=AT_LEAST_0)
     """Clip the gradient norm to this before each optimizer step (0 turns clipping off)."""
     use_ema: bool = setting(False, hparam="EMA")
@@ -170,7 +172,7 @@ class TrainConfig:
     overwrite: bool = setting(False, bookkeeping=True)
     """Replace the run already in --save_root (its config, checkpoints, best weights, evaluation and logs) instead of refusing."""
     skip_nonfinite: bool = True
-    """Skip optimizer steps whose loss or gradient is not finite (costs one host-device sync per optimizer step)."""
+    """Skip optimizer steps whose loss or gradient is not finite: with a fused optimizer (the default) the optimizer skips on the device and the host reads the verdicts at log points and checkpoints; otherwise one host-device sync per optimizer step."""
     max_nonfinite_steps: int = setting(20, allowed=AT_LEAST_1)
     """Stop with an error after this many skipped (non-finite) optimizer steps in a row."""
     logging_dir: str | None = setting(None, bookkeeping=True)

@@ -33,8 +33,8 @@ from cvae_dist.tracking import (
 from cvae_dist.training.averages import Averages
 from cvae_dist.training.build import Parts
 from cvae_dist.training.ema import weight_average
-from cvae_dist.training.guard import NonFiniteGuard
-from cvae_dist.training.precision import device_note
+from cvae_dist.training.guard import NonFiniteGuard, skips_on_device
+from cvae_dist.training.precision import device_note, fast_math_note, uses_deepspeed
 from cvae_dist.training.preemption import Preempted, StopSignal, shut_down_workers
 from cvae_dist.training.profiling import StepProfiler
 from cvae_dist.training.run_folder import RunFolder
@@ -55,10 +55,17 @@ class Loop:
         self.folder = RunFolder(self.accelerator, self.config, self.model, self.average)
         train = self.config.train
         self.schedules = Schedules.of_run(self.config.method, train.seed, train.num_epoch, parts.steps_in_epoch)
-        self.guard = NonFiniteGuard(self.accelerator, train, self.state, self.folder.latest)
+        self.guard = NonFiniteGuard(self.accelerator, train, self.state, self.folder.latest, self._skips_on_device())
         self.is_main = self.accelerator.is_main_process
         profiled = train.profile_steps if self.is_main else 0
         self.profiler = StepProfiler(self.folder.root / ckpt.PROFILE, profiled, train.profile_wait, self.accelerator.device)
+
+    def _skips_on_device(self) -> torch.optim.Optimizer | None:
+        """The optimizer, where it can skip a non-finite step on the device (see NonFiniteGuard): a fused
+        torch optimizer (not DeepSpeed's), and no weight average, which must know on the host whether to follow the step."""
+        optimizer = getattr(self.optimizer, "optimizer", self.optimizer)  # the torch optimizer inside Accelerate's wrapper
+        plain = self.average is None and not uses_deepspeed(self.accelerator)
+        return optimizer if plain and skips_on_device(optimizer) else None
 
     def fit(self) -> Evaluation | None:
         """Train (or go on training) for --num_epoch epochs, then evaluate the best weights (the evaluation on the main process)."""
@@ -112,7 +119,7 @@ class Loop:
             print(f"resumed from {resumed} at epoch {self.state.epoch}, step {self.state.step}", flush=True)
         print(
             f"world size {accelerator.num_processes} ({accelerator.distributed_type.value}, {accelerator.device.type}, "
-            f"mixed precision {accelerator.mixed_precision})",
+            f"mixed precision {accelerator.mixed_precision}{fast_math_note(accelerator.device.type, self.config.train.tf32)})",
             flush=True,
         )
         for note in (device_note(accelerator), self.schedules.warning()):
@@ -157,10 +164,12 @@ class Loop:
                 self.progress.update(1)
                 self.profiler.step()
                 if state.step % self.config.train.log_every == 0:
+                    self.guard.settle()
                     means = since_log.pop()
                     self.accelerator.log(TRAIN.of(self._with_schedules(means)), step=state.step)
                     self.progress.set_postfix(loss=f"{means.loss:.4g}", refresh=False)
                 self._after_step(last_in_epoch=state.batch_in_epoch == self.parts.batches_in_epoch(epoch))
+        self.guard.settle()
         return whole_epoch.pop()
 
     def _with_schedules(self, means: BatchScalars[float]) -> StepScalars[float]:
@@ -182,10 +191,13 @@ class Loop:
             raise Preempted(signal.Signals(stop).name, self.state.step, saved or self.folder.latest())
 
     def _save(self, reason: str) -> Path | None:
-        # None while non-finite steps are being skipped, so that the newest checkpoint stays the last good one.
-        if self.state.nonfinite_streak:
+        """A checkpoint if one is due for `reason` (see RunFolder.due); None while non-finite steps are
+        being skipped, so that the newest checkpoint stays the last good one."""
+        state = self.state
+        if not self.folder.due(state.step, state.epoch, reason):
             return None
-        return self.folder.maybe_save(self.state.step, self.state.epoch, reason)
+        self.guard.settle()
+        return None if state.nonfinite_streak else self.folder.save(state.step, state.epoch, reason)
 
     def train_batch(self, frames: torch.Tensor, labels: torch.Tensor, windows: list[int]) -> BatchScalars[torch.Tensor]:
         """One micro-batch: forward, loss, backward, and (at accumulation boundaries) the optimizer step."""

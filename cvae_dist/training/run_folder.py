@@ -104,22 +104,22 @@ class RunFolder:
             raise UserError(value)
         return value
 
-    def maybe_save(self, step: int, epoch: int, reason: str) -> Path | None:
-        """The whole training state (Accelerate's save_state) if a checkpoint is due for `reason`:
-        'epoch' every --per_save epochs and after the last, 'steps' every --checkpointing_steps steps,
-        'preemption' always. Then the oldest beyond --checkpoints_total_limit go."""
+    def due(self, step: int, epoch: int, reason: str) -> bool:
+        """Whether a checkpoint is due for `reason`: 'epoch' every --per_save epochs and after the last,
+        'steps' every --checkpointing_steps steps, 'preemption' always."""
         train, every = self.config.train, self.config.train.checkpointing_steps
-        due = {
+        return {
             "epoch": epoch % train.per_save == 0 or epoch == train.num_epoch,
             "steps": every is not None and step % every == 0,
             "preemption": True,
         }[reason]
-        if not due:
-            return None
+
+    def save(self, step: int, epoch: int, reason: str) -> Path:
+        """The whole training state (Accelerate's save_state), then the oldest checkpoints beyond --checkpoints_total_limit go."""
         folder = ckpt.checkpoint_dir(self.root, step)
         self._write_sealed(folder, self._save_state, step, epoch, reason)
         if self.is_main:
-            ckpt.rotate(self.root, train.checkpoints_total_limit)
+            ckpt.rotate(self.root, self.config.train.checkpoints_total_limit)
         self.accelerator.wait_for_everyone()
         return folder
 
