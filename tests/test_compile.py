@@ -1,4 +1,4 @@
-"""The opt-in compilation through a real `accelerate launch`, and the compiled rollout against eager."""
+"""The opt-in compilation: a compiled run in this process, the compiled rollout and step against eager, a refused combination."""
 
 from __future__ import annotations
 
@@ -36,15 +36,12 @@ def test_compiled_rollout_matches_eager(teacher_forcing):
         torch.testing.assert_close(grad, reference, atol=1e-6, rtol=1e-5)
 
 
-@pytest.mark.slow
-def test_compiled_checkpointed_run_saves_the_course_key_names(launch, dataset_root, tmp_path):
-    save_root = tmp_path / "run"
-    args = tiny_args(
-        dataset_root, save_root, "--num_epoch", "1", "--partial", "0.5", "--compile", "--compile_backend", "eager", "--activation_checkpointing"
-    )
-    result = launch(args, cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
-    weights = load_file(save_root / "best" / "model.safetensors")
+@pytest.mark.slow  # compiles, then trains, validates and evaluates
+def test_a_compiled_recomputing_run_saves_the_course_key_names(tmp_path):
+    # In this process: a run's whole path (steps, validation, checkpoints, best weights, evaluation) compiled.
+    loop = make_loop(tmp_path, "--compile", "--compile_backend", "eager", "--activation_checkpointing")
+    loop.fit()
+    weights = load_file(tmp_path / "best" / "model.safetensors")
     # The compiled module's wrapper would prefix every key with `_orig_mod.`; the course's code could not load that.
     assert set(weights) == set(CVAE(ModelConfig(**PRESETS["tiny"])).state_dict())
     assert all(torch.isfinite(v).all() for v in weights.values())
@@ -57,6 +54,7 @@ def test_compile_with_checkpointing_under_autocast_is_refused_in_one_line(datase
     assert result.stderr.strip().splitlines()[-1].startswith("error: --compile with --activation_checkpointing needs --mixed_precision no")
 
 
+@pytest.mark.slow  # compiles twice
 @pytest.mark.parametrize("tfr", ["1", "0"])
 def test_the_training_step_compiles_whole_under_accelerate_with_bf16_autocast_and_steps_as_eager(tfr, tmp_path):
     # fullgraph=True (as --compile compiles): a graph break anywhere in the step's forward would fail here.
