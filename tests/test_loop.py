@@ -182,3 +182,15 @@ def test_a_run_resumed_with_use_ema_from_a_checkpoint_without_it_starts_the_aver
     resumed.fit()
     assert "has no ema.safetensors (written without --use_ema): the average starts from its weights" in capsys.readouterr().err
     assert resumed.average.updates == STEPS_PER_EPOCH
+
+
+def test_a_resume_names_the_settings_that_differ_and_says_nothing_when_only_the_digest_does(tmp_path, capsys):
+    make_loop(tmp_path).fit()
+    # As a checkpoint written before a setting was added: its digest differs, none of its values do.
+    manifest = ckpt.list_checkpoints(tmp_path)[-1] / ckpt.MANIFEST
+    manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "config_digest": "0123456789abcdef"}))
+    capsys.readouterr()
+    make_loop(tmp_path, "--resume_from_checkpoint", "latest").fit()
+    assert "settings that differ" not in capsys.readouterr().err
+    make_loop(tmp_path, "--resume_from_checkpoint", "latest", "--lr", "0.002").fit()
+    assert "note: resuming with settings that differ from the checkpoint's: lr 0.001 -> 0.002" in capsys.readouterr().err

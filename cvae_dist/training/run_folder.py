@@ -215,8 +215,10 @@ def choose_start(config: Config) -> tuple[Path | None, list[str]]:
     folder, more = ckpt.resolve_resume(save_root, resume)
     notes += more
     if folder is not None and json.loads((folder / ckpt.MANIFEST).read_text()).get("config_digest") != ckpt.run_identity(config):
+        # A checkpoint written before a setting existed has another digest and no other value.
         changed = _differences(load_config_file(folder / ckpt.CONFIG), config)
-        notes.append(f"note: resuming with settings that differ from the checkpoint's: {changed}")
+        if changed:
+            notes.append(f"note: resuming with settings that differ from the checkpoint's: {changed}")
     return folder, notes
 
 
