@@ -336,14 +336,16 @@ class Bench:
     def run_data(self) -> None:
         from torch.utils.data import DataLoader
 
-        from cvae_dist.data.course import CourseDataset, IndexedWindows, WindowSampler, paired
+        from cvae_dist.data.course import CourseDataset, IndexedWindows, ResidentWindows, WindowSampler, paired
         from cvae_dist.training.build import training_loader
 
-        for workers in (0, 2):
-            config = self.config(num_workers=workers, batch_size=8)
-            windows = IndexedWindows(CourseDataset(self.root, config.data.frame_H, config.data.frame_W, progress=False).train(), self.s.window)
+        config = self.config(batch_size=8)
+        windows = IndexedWindows(CourseDataset(self.root, config.data.frame_H, config.data.frame_W, progress=False).train(), self.s.window)
+        sources = [(f"uint8 cache, training loader, {workers} workers", workers, None) for workers in (0, 2)]
+        sources.append((f"uint8 windows on the {self.device.type}, gathered there (--data_on_device on)", 0, ResidentWindows(windows, self.device)))
+        for name, workers, resident in sources:
             sampler = WindowSampler(lambda epoch: len(windows), shuffle=True, seed=0)
-            loader = training_loader(config, windows, sampler)
+            loader = training_loader(self.config(num_workers=workers, batch_size=8), windows, sampler, resident)
 
             def epochs():
                 for epoch in range(self.s.loader_epochs):
@@ -353,7 +355,7 @@ class Bench:
 
             seconds, _ = time_it(epochs, self.device, 1, self.s.repeats, memory=False)
             loaded = self.s.loader_epochs * len(loader) * 8 * self.s.window
-            self.add(Row("data", f"uint8 cache, training loader, {workers} workers", loaded / seconds, seconds, notes={"workers": workers}))
+            self.add(Row("data", name, loaded / seconds, seconds, notes={"workers": workers}))
         images, labels = paired(self.root / "train" / "train_img", self.root / "train" / "train_label")
         windows = PngWindows(images, labels, self.s.window, config.data.frame_H, config.data.frame_W)
         for workers in (0, 2):

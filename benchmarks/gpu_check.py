@@ -94,7 +94,8 @@ class Plan:
     run: list[str]
     """cvae_dist/train.py flags of every training step."""
     short: list[str]
-    """Added for the fp16 and DeepSpeed steps: one short epoch."""
+    """Added for the fp16 and DeepSpeed steps: one short epoch, with the data path the train step does not
+    take (it takes --data_on_device auto: the windows on the device on a GPU, loader workers on a CPU)."""
     rtx_launch: list[str]
     """accelerate launch flags after --config_file accelerate_configs/rtx.yaml."""
     bench: list[str]
@@ -137,7 +138,7 @@ GPU = Plan(
         "--preset lab --train_vi_len 16 --batch_size 32 --tfr 0 --kl_anneal_type Without --lr_milestones "
         "--log_every 10 --eval_every 10 --per_save 10 --checkpoints_total_limit 2"
     ).split(),
-    short="--partial 0.5 --batch_size 16 --log_every 1 --val_vi_len 64".split(),
+    short="--partial 0.5 --batch_size 16 --log_every 1 --val_vi_len 64 --data_on_device off".split(),
     rtx_launch=[],
     # The bench's GPU dataset has 128 training windows of 16 frames: batch 256 could only be a
     # skipped row, built (a few seconds) for nothing.
@@ -164,7 +165,7 @@ DRY_RUN = Plan(
         "--preset tiny --train_vi_len 4 --val_vi_len 8 --batch_size 2 --tfr 0 --kl_anneal_type Without --lr_milestones "
         "--log_every 1 --eval_every 1 --per_save 1 --checkpoints_total_limit 2 --bn_recalibration_windows 4"
     ).split(),
-    short=["--partial", "0.25"],
+    short="--partial 0.25 --data_on_device on".split(),
     # bf16 on a CPU is many times slower than fp32 for the tiny network; --cpu keeps a dry run off a GPU.
     rtx_launch=["--cpu", "--mixed_precision", "no"],
     # Batch 64 is more than the quick data's 32 windows: the bench lists it as skipped and goes on.

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from cvae_dist.config import parse_args
@@ -161,3 +162,34 @@ def test_sampler_is_reproducible_per_epoch_and_fast_trains_on_the_start():
     assert list(sampler) == orders[2]
     in_order = WindowSampler(lambda epoch: 5, shuffle=False, seed=3)
     assert list(in_order) == [0, 1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_each_process_gathers_on_the_device_the_windows_its_loader_would_read(processes):
+    """Accelerate shards the loader of window indices as it shards the loader of frames, so every
+    process trains on the same windows, frames and labels with --data_on_device on as off."""
+    from accelerate.data_loader import prepare_data_loader
+
+    from cvae_dist.data.course import IndexedWindows, ResidentWindows
+    from cvae_dist.training.build import training_loader
+
+    rng = np.random.default_rng(1)
+    windows = IndexedWindows(Video(*(rng.integers(0, 256, (45, 3, 8, 8), dtype=np.uint8) for _ in range(2))), window=4)
+    config = parse_args(["--save_root", "x", "--batch_size", "2", "--num_workers", "0"])
+    resident = ResidentWindows(windows, torch.device("cpu"))
+    assert ResidentWindows.bytes_needed(windows) == resident.frames.nbytes + resident.labels.nbytes == 2 * 44 * 3 * 8 * 8
+    for rank in range(processes):
+        loaders = [
+            prepare_data_loader(
+                training_loader(config, windows, WindowSampler(lambda epoch: 11, True, 5), source), num_processes=processes, process_index=rank
+            )
+            for source in (None, resident)
+        ]
+        for epoch in range(2):
+            for loader in loaders:
+                loader.set_epoch(epoch)
+            batches = list(zip(*loaders, strict=True))
+            assert len(batches) == 11 // (2 * processes)
+            for (frames, labels, indices), (frames_there, labels_there, indices_there) in batches:
+                assert indices == indices_there
+                assert torch.equal(frames, frames_there) and torch.equal(labels, labels_there)

@@ -74,7 +74,32 @@ def test_a_run_keeps_its_best_weights_and_a_second_start_finds_it_finished(tmp_p
     assert "all 2 epochs were already trained" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("flags", [[], ["--use_ema"]], ids=["plain", "ema"])
+def test_windows_on_the_device_give_the_loaders_batches_and_weights_bit_for_bit(tmp_path, capsys):
+    loaded, resident = make_loop(tmp_path / "loaded", "--data_on_device", "off"), make_loop(tmp_path / "resident", "--data_on_device", "on")
+    assert (loaded.parts.data_on_device, resident.parts.data_on_device) == (False, True)
+    for epoch in range(2):
+        loaded.parts.loader.set_epoch(epoch)
+        resident.parts.loader.set_epoch(epoch)
+        batches = list(zip(loaded.parts.loader, resident.parts.loader, strict=True))
+        assert len(batches) == STEPS_PER_EPOCH
+        for (frames, labels, windows), (frames_there, labels_there, windows_there) in batches:
+            assert windows == windows_there
+            assert frames_there.dtype == torch.uint8 and torch.equal(frames, frames_there) and torch.equal(labels, labels_there)
+    capsys.readouterr()
+    loaded.fit()
+    assert "training windows on the device" not in capsys.readouterr().out
+    resident.fit()
+    assert "training windows on the device)" in capsys.readouterr().out
+    assert resident.state == loaded.state
+    expected, actual = weights(loaded), weights(resident)
+    assert all(torch.equal(expected[key], actual[key]) for key in expected)
+
+
+def test_auto_keeps_the_windows_on_the_host_of_a_cpu_run(tmp_path):
+    assert not make_loop(tmp_path).parts.data_on_device
+
+
+@pytest.mark.parametrize("flags", [[], ["--use_ema"], ["--data_on_device", "on"]], ids=["plain", "ema", "data-on-device"])
 def test_a_preempted_run_resumed_ends_with_the_weights_of_an_uninterrupted_one(flags, tmp_path):
     reference = make_loop(tmp_path / "reference", *flags)
     reference.fit()
@@ -90,7 +115,7 @@ def test_a_preempted_run_resumed_ends_with_the_weights_of_an_uninterrupted_one(f
     assert resumed.state == reference.state
     expected, actual = weights(reference), weights(resumed)
     assert all(torch.equal(expected[key], actual[key]) for key in expected)
-    if flags:  # the average goes on from the checkpoint's with the same bits
+    if "--use_ema" in flags:  # the average goes on from the checkpoint's with the same bits
         assert resumed.average.updates == reference.average.updates == 2 * STEPS_PER_EPOCH
         expected, actual = reference.average.module.state_dict(), resumed.average.module.state_dict()
         assert all(torch.equal(expected[key], actual[key]) for key in expected)

@@ -76,7 +76,9 @@ class DataConfig:
     frame_W: int = setting(64, allowed=Range(MIN_FRAME_SIDE))
     """Width frames are resized to (bilinear)."""
     num_workers: int = setting(4, allowed=AT_LEAST_0, bookkeeping=True)
-    """Data-loader worker processes per training process."""
+    """Data-loader worker processes per training process (none are started while the data is on the device)."""
+    data_on_device: Literal["auto", "on", "off"] = setting("auto", bookkeeping=True)
+    """Keep the training windows on the training device as uint8 and gather each batch there by index, with no loader workers and no per-batch copy; 'auto' does so on a CUDA GPU when they take at most an eighth of its free memory (the lab set is 290 MB)."""
     fast_train: bool = False
     """Train on the first --fast_partial of the data for the first --fast_train_epoch epochs."""
     fast_partial: float = setting(0.4, allowed=SHARE)

@@ -12,6 +12,7 @@ floats in [0, 1] on its device.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -171,6 +172,34 @@ def collate_windows(samples):
     """Stack windows; the window indices stay a list of ints so they never travel to the device."""
     frames, labels, indices = zip(*samples)
     return torch.stack(frames), torch.stack(labels), list(indices)
+
+
+class ResidentWindows:
+    """The training windows held on a device as uint8 tensors (windows, frames, 3, H, W), batched there.
+
+    `collate` turns a batch of window indices into (frames, labels, indices) as `collate_windows`
+    does from loaded windows, with the same values; a loader of indices needs no workers, and no
+    frame crosses from the host during training."""
+
+    def __init__(self, windows: TrainWindows, device: torch.device):
+        count, length = len(windows), windows.window
+
+        def resident(frames: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(np.array(frames[: count * length])).to(device).unflatten(0, (count, length))
+
+        self.frames, self.labels = resident(windows.video.frames), resident(windows.video.labels)
+
+    @staticmethod
+    def bytes_needed(windows: TrainWindows) -> int:
+        """What the windows take on the device."""
+        return 2 * len(windows) * windows.window * math.prod(windows.video.frames.shape[1:])
+
+    def collate(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+        index = torch.tensor(indices)
+        if self.frames.is_cuda:  # from pinned memory the copy is queued; from pageable memory the host would wait for the GPU
+            index = index.pin_memory()
+        index = index.to(self.frames.device, non_blocking=True)
+        return self.frames[index], self.labels[index], list(indices)
 
 
 class WindowSampler(Sampler[int]):

@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader
 from cvae_dist import checkpoint as ckpt
 from cvae_dist.config import Config, DataConfig, TrainConfig
 from cvae_dist.data import check_train_length, dataset_root, val_length
-from cvae_dist.data.course import CourseDataset, IndexedWindows, Video, WindowSampler, collate_windows
+from cvae_dist.data.course import CourseDataset, IndexedWindows, ResidentWindows, Video, WindowSampler, collate_windows
 from cvae_dist.errors import UserError
 from cvae_dist.model import CVAE
 from cvae_dist.schedules import lr_scheduler
@@ -48,6 +48,8 @@ class Parts:
     """The validation video."""
     precision: Precision
     """The number format of every forward pass."""
+    data_on_device: bool
+    """Whether the training windows are held on the device and batched there (--data_on_device)."""
 
     def batches_in_epoch(self, epoch: int) -> int:
         """Batches each process sees in an epoch (the last incomplete batch is dropped)."""
@@ -68,9 +70,11 @@ def build(config: Config, videos: tuple[Video, Video] | None = None) -> Parts:
     sampler = WindowSampler(windows_in_epoch(config.data, len(windows), len(train_video.frames)), config.data.shuffle, config.train.seed)
     model = make_model(config, accelerator)
     optimizer = make_optimizer(model, config.train, accelerator.device)
-    loader = training_loader(config, windows, sampler)
+    resident = resident_windows(config.data, windows, accelerator.device)
+    loader = training_loader(config, windows, sampler, resident)
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, lr_scheduler(optimizer, config.train))
-    parts = Parts(config, accelerator, model, optimizer, scheduler, loader, sampler, windows, val_video, precision_of(accelerator, model))
+    precision = precision_of(accelerator, model)
+    parts = Parts(config, accelerator, model, optimizer, scheduler, loader, sampler, windows, val_video, precision, resident is not None)
     if parts.batches_in_epoch(0) == 0:
         raise UserError(
             f"{len(windows)} training windows are too few for --batch_size {config.train.batch_size} on {accelerator.num_processes} process(es)"
@@ -96,18 +100,43 @@ def windows_in_epoch(data: DataConfig, windows: int, frames: int) -> Callable[[i
     return lambda epoch: min(fast, windows) if data.fast_train and epoch < data.fast_train_epoch else windows
 
 
-def training_loader(config: Config, windows: IndexedWindows, sampler: WindowSampler) -> DataLoader:
-    """Batches of windows in the sampler's order, from pinned memory on CUDA; workers leave stop signals to training."""
+# --data_on_device auto keeps the windows on a GPU when they take at most this share of its free memory.
+RESIDENT_SHARE_OF_FREE = 1 / 8
+
+
+def resident_windows(data: DataConfig, windows: IndexedWindows, device: torch.device) -> ResidentWindows | None:
+    """The windows placed on `device` if --data_on_device asks for it, or if 'auto' and they fit on a GPU; else None."""
+    if data.data_on_device == "off":
+        return None
+    needed = ResidentWindows.bytes_needed(windows)
+    if data.data_on_device == "auto":
+        if device.type != "cuda" or needed > torch.cuda.mem_get_info(device)[0] * RESIDENT_SHARE_OF_FREE:
+            return None
+    try:
+        return ResidentWindows(windows, device)
+    except torch.OutOfMemoryError:
+        free = torch.cuda.mem_get_info(device)[0]
+        raise UserError(
+            f"--data_on_device on: the training windows take {needed / 2**20:.0f} MiB and {device} has {free / 2**20:.0f} MiB free; "
+            "use --data_on_device auto (or off), or a smaller --partial"
+        ) from None
+
+
+def training_loader(config: Config, windows: IndexedWindows, sampler: WindowSampler, resident: ResidentWindows | None) -> DataLoader:
+    """Batches of windows in the sampler's order: gathered on the device from `resident` windows, or else
+    read by loader workers (which leave stop signals to training) into pinned memory on CUDA."""
+    batching = {"batch_size": config.train.batch_size, "sampler": sampler, "drop_last": True}
+    if resident is not None:
+        return DataLoader(range(len(windows)), collate_fn=resident.collate, **batching)
+    workers = config.data.num_workers
     return DataLoader(
         windows,
-        batch_size=config.train.batch_size,
-        sampler=sampler,
-        num_workers=config.data.num_workers,
+        num_workers=workers,
         collate_fn=collate_windows,
         worker_init_fn=ignore_stop_signals,
-        drop_last=True,
         pin_memory=torch.cuda.is_available(),
-        persistent_workers=config.data.num_workers > 0,
+        persistent_workers=workers > 0,
+        **batching,
     )
 
 

@@ -119,7 +119,8 @@ class Loop:
             print(f"resumed from {resumed} at epoch {self.state.epoch}, step {self.state.step}", flush=True)
         print(
             f"world size {accelerator.num_processes} ({accelerator.distributed_type.value}, {accelerator.device.type}, "
-            f"mixed precision {accelerator.mixed_precision}{fast_math_note(accelerator.device.type, self.config.train.tf32)})",
+            f"mixed precision {accelerator.mixed_precision}{fast_math_note(accelerator.device.type, self.config.train.tf32)}"
+            f"{', training windows on the device' if self.parts.data_on_device else ''})",
             flush=True,
         )
         for note in (device_note(accelerator), self.schedules.warning()):
