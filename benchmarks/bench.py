@@ -14,11 +14,12 @@ Prints one table and writes it as JSON. Rows:
           per-frame activation checkpointing;
   kernels the kernels one training step (`Loop.train_batch`, batch 2, fp32) launches, TF on and
           off: eager; compiled (with `--compile`: the parts --compile builds, under
-          --compile_backend); and a CUDA-graph variant (none in cvae_dist yet: a skipped row).
-          Counted with torch.profiler: on a GPU the CUDA kernels; on a CPU the dispatcher ops that
-          do work of their own (not views, allocations, or ops that only call others), plus
-          inductor's generated C++ kernels (common.cpu_kernels). Per step and per predicted frame,
-          split into forward, backward and optimizer in the JSON; no timing;
+          --compile_backend); and, on a GPU with --compile, compiled with --compile_mode
+          reduce-overhead (inductor's CUDA graphs). Counted with torch.profiler: on a GPU the
+          CUDA kernels and the host's launches (a graph's replay is one launch); on a CPU the
+          dispatcher ops that do work of their own (not views, allocations, or ops that only
+          call others), plus inductor's generated C++ kernels (common.cpu_kernels). Per step
+          and per predicted frame, split into forward, backward and optimizer in the JSON; no timing;
   compile cvae_dist's best setting of `train` under torch.compile (`--compile` adds it, last);
           without `train` in the same run, each setting of --batches and --precisions.
 "Frames" are predicted frames (B x (T-1) per training step) except in `data` (frames loaded).
@@ -306,16 +307,20 @@ class Bench:
 
         name = f"cvae_dist, batch {batch}, fp32, TF {'on' if teacher_forcing else 'off'}, {variant}"
         notes = {"variant": variant, "batch": batch, "window": self.s.window, "precision": "no", "teacher_forcing": teacher_forcing}
-        if variant == "CUDA graphs":
-            reason = "cvae_dist has no CUDA-graph variant of the training step yet"
-            return Row("kernels", name, notes=notes, skipped=reason + ("" if self.device.type == "cuda" else "; and CUDA graphs need a GPU"))
-        compiled = variant == "compiled"
-        if compiled and not self.args.compile:
-            return Row("kernels", name, notes=notes, skipped="needs --compile (inductor compiles the step for minutes on a CPU)")
+        compiled, graphs = variant != "eager", variant == "CUDA graphs"
+        skipped = None
+        if graphs and self.device.type != "cuda":
+            skipped = "CUDA graphs need a GPU"
+        elif compiled and not self.args.compile:
+            skipped = "needs --compile (inductor compiles the step for minutes on a CPU)"
+        elif graphs and self.args.compile_backend != "inductor":
+            skipped = "CUDA graphs are inductor's (--compile_mode reduce-overhead): needs --compile_backend inductor"
+        if skipped:
+            return Row("kernels", name, notes=notes, skipped=skipped)
         flags = {"batch_size": batch, "tfr": float(teacher_forcing)}
         if compiled:
-            flags.update(compile=True, compile_backend=self.args.compile_backend)
-            notes["backend"] = self.args.compile_backend
+            flags.update(compile=True, compile_backend=self.args.compile_backend, compile_mode="reduce-overhead" if graphs else "default")
+            notes.update(backend=self.args.compile_backend, mode=flags["compile_mode"])
         loop = Loop(self.parts("no", **flags))
         frames, labels, indices = self.batch(batch, self.s.window)
         loop.model.train()
@@ -323,12 +328,15 @@ class Bench:
         loop.train_batch(frames, labels, indices)  # compiles the forward and backward passes, if compiled
         if compiled:
             notes["first_step_s"] = time.perf_counter() - began
-        for _ in range(self.s.warmup + (1 if compiled else 0)):
+        # Inductor's CUDA graphs run eagerly once, record on the next call and replay from the third.
+        for _ in range(self.s.warmup + (2 if graphs else 1 if compiled else 0)):
             loop.train_batch(frames, labels, indices)
         counts = count_kernels(lambda: loop.train_batch(frames, labels, indices), self.device)
         counted = counts.get("cuda", counts["cpu"])
         predicted = batch * (self.s.window - 1)
         notes.update(kernels=counted["total"], kernels_per_frame=counted["total"] / predicted, model_kernels=counted["model"], counts=counts)
+        if "launches" in counted:
+            notes["launches"] = counted["launches"]
         return Row("kernels", name, notes=notes)
 
     # -- data --

@@ -47,11 +47,14 @@ class Row:
 
 def table(rows: list[Row], summary: dict[str, float] | None = None) -> str:
     """The rows as a fixed-width table (`*` marks cvae_dist's best setting), then the summary's figures.
-    Where a row counts kernels (notes `kernels`, `kernels_per_frame`), two more columns give them."""
+    Where a row counts kernels (notes `kernels`, `kernels_per_frame`), two more columns give them,
+    and a third the host's launches where they were counted (on a GPU)."""
     kernels = any("kernels" in r.notes for r in rows)
+    launches = any("launches" in r.notes for r in rows)
     lines = [
         f"{'section':8s}  {'what':78s} {'frames/s':>10s} {'ms/repeat':>10s} {'peak MiB':>9s}"
         + (f" {'kernels':>8s} {'/frame':>7s}" if kernels else "")
+        + (f" {'launches':>8s}" if launches else "")
     ]
     for r in rows:
         what = f"{r.section:8s}  {r.name + (' *' if r.notes.get('best') else ''):78s}"
@@ -64,6 +67,8 @@ def table(rows: list[Row], summary: dict[str, float] | None = None) -> str:
         line = f"{what} {rate:>10s} {ms:>10s} {peak:>9s}"
         if "kernels" in r.notes:
             line += f" {r.notes['kernels']:>8,d} {r.notes['kernels_per_frame']:>7,.0f}"
+        if "launches" in r.notes:
+            line += f" {r.notes['launches']:>8,d}"
         lines.append(line.rstrip())
     lines += [f"{key}: {value:,d}" if isinstance(value, int) else f"{key}: {value:,.3g}" for key, value in (summary or {}).items()]
     return "\n".join(lines)
@@ -212,9 +217,17 @@ def _with_totals(counts: dict[str, int]) -> dict[str, int]:
     return {**counts, "model": counts["forward"] + counts["backward"], "total": sum(counts.values())}
 
 
+# The runtime and driver calls by which the host puts work on a GPU: one kernel each, or one whole CUDA graph.
+LAUNCH_CALLS = frozenset(
+    {"cudaLaunchKernel", "cudaLaunchKernelExC", "cudaLaunchCooperativeKernel", "cuLaunchKernel", "cuLaunchKernelEx", "cudaGraphLaunch"}
+)
+
+
 def cuda_kernels(events) -> dict[str, int]:
     """The CUDA kernels among profiler `events` (memory copies and sets not counted), by PHASES of
-    the CPU op that launched each (`unattributed`: those the profiler linked to none), `model` and `total`."""
+    the CPU op that launched each (`unattributed`: those the profiler linked to none), `model` and
+    `total`; and `launches`, the host's LAUNCH_CALLS, which a CUDA graph's replay makes one of for
+    all the kernels it runs (they are still counted as kernels)."""
     from torch.autograd import DeviceType
 
     backward_starts = _backward_starts(events)
@@ -228,7 +241,8 @@ def cuda_kernels(events) -> dict[str, int]:
         elif event.device_type == DeviceType.CUDA and (getattr(event, "activity_type", None) or "kernel") == "kernel":
             recorded += not event.name.startswith(("Memcpy", "Memset"))
     counts["unattributed"] = max(0, recorded - sum(counts.values()))
-    return _with_totals(counts)
+    launches = sum(1 for event in events if event.device_type == DeviceType.CPU and event.name in LAUNCH_CALLS)
+    return {**_with_totals(counts), "launches": launches}
 
 
 def count_kernels(fn, device) -> dict[str, dict[str, int]]:
@@ -398,10 +412,16 @@ def kernel_summary(rows: list[Row]) -> dict[str, float]:
         key = f"{variant.replace(' ', '_')}_tf_{'on' if tf else 'off'}"
         result[f"kernels_per_step_{key}"] = notes["kernels"]
         result[f"model_kernels_per_step_{key}"] = notes["model_kernels"]
+        if "launches" in notes:
+            result[f"launches_per_step_{key}"] = notes["launches"]
     for tf in (True, False):
+        on_off = "on" if tf else "off"
         if ("eager", tf) in counted and ("compiled", tf) in counted:
-            ratio = counted["compiled", tf]["model_kernels"] / counted["eager", tf]["model_kernels"]
-            result[f"compiled_over_eager_model_kernels_tf_{'on' if tf else 'off'}"] = ratio
+            result[f"compiled_over_eager_model_kernels_tf_{on_off}"] = (
+                counted["compiled", tf]["model_kernels"] / counted["eager", tf]["model_kernels"]
+            )
+        if ("eager", tf) in counted and ("CUDA graphs", tf) in counted:
+            result[f"graphs_over_eager_launches_tf_{on_off}"] = counted["CUDA graphs", tf]["launches"] / counted["eager", tf]["launches"]
     return result
 
 

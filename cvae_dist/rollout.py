@@ -107,21 +107,16 @@ def training_rollout(
     compute. The pose labels are still encoded in one batch and not recomputed, so that batch
     normalisation sees the same batch (and updates its running statistics once) either way.
     """
-    run = _frame_by_frame if recompute else _all_frames
-    frame_features = run(model.encode_frames, frames)
-    label_features = _all_frames(model.encode_labels, labels[:, 1:])
-    mu, logvar = run(model.posterior, frame_features[:, 1:], label_features)
+    run, call = (_frame_by_frame if recompute else _all_frames), model.training_call
+    frame_features = run(call("encode_frames"), frames)
+    label_features = _all_frames(call("encode_labels"), labels[:, 1:])
+    mu, logvar = run(call("posterior"), frame_features[:, 1:], label_features)
     z = reparameterize(mu, logvar, noise)
     if teacher_forcing is True:
-        return RolloutOutput(pred=run(model.decode, frame_features[:, :-1], label_features, z), mu=mu, logvar=logvar)
+        return RolloutOutput(pred=run(call("decode"), frame_features[:, :-1], label_features, z), mu=mu, logvar=logvar)
     forced = (frame_features[:, :-1], teacher_forcing) if isinstance(teacher_forcing, torch.Tensor) else None
     pred = _autoregress(model, frame_features[:, 0], label_features, z, recompute, forced)
     return RolloutOutput(pred=pred, mu=mu, logvar=logvar)
-
-
-def _decode_and_encode(model, prev_feature: torch.Tensor, label_feature: torch.Tensor, z: torch.Tensor):
-    frame = model.decode(prev_feature, label_feature, z)
-    return frame, model.encode_frames(frame)
 
 
 def _autoregress(
@@ -135,15 +130,18 @@ def _autoregress(
     """Decode step by step, encoding each predicted frame as the next step's input; `forced`
     (true frames' features and a (B, T-1) mask) swaps in true frames where the mask is set."""
     call = _recomputed if recompute else (lambda fn, *args: fn(*args))
-    prev_feature, predictions, steps = first_feature, [], z.shape[1]
+    step, decode = model.training_call("decode_and_encode"), model.training_call("decode")
+    # A dense copy of the window's first features, laid out as the step's own output: a compiled
+    # step would otherwise be compiled a second time, for the strides of a slice.
+    prev_feature, predictions, steps = first_feature.clone(), [], z.shape[1]
     for t in range(steps):
         if t + 1 < steps:
-            frame, prev_feature = call(_decode_and_encode, model, prev_feature, label_features[:, t], z[:, t])
+            frame, prev_feature = call(step, prev_feature, label_features[:, t], z[:, t])
             if forced is not None:
                 true_features, mask = forced
                 prev_feature = torch.where(mask[:, t + 1, None, None, None], true_features[:, t + 1], prev_feature)
         else:
-            frame = call(model.decode, prev_feature, label_features[:, t], z[:, t])
+            frame = call(decode, prev_feature, label_features[:, t], z[:, t])
         predictions.append(frame)
     return torch.stack(predictions, dim=1)
 

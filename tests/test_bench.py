@@ -54,7 +54,7 @@ def test_quick_benchmark_prints_and_writes_every_section(tmp_path):
         assert eager["notes"]["kernels_per_frame"] == pytest.approx(counts["total"] / (2 * 3))
         assert report["summary"][f"kernels_per_step_eager_tf_{tf}"] == counts["total"]
         assert "--compile" in kernels[f"cvae_dist, batch 2, fp32, TF {tf}, compiled"]["skipped"]
-        assert "no CUDA-graph variant" in kernels[f"cvae_dist, batch 2, fp32, TF {tf}, CUDA graphs"]["skipped"]
+        assert kernels[f"cvae_dist, batch 2, fp32, TF {tf}, CUDA graphs"]["skipped"] == "CUDA graphs need a GPU"
     # Stepping through time (TF off) runs more ops than decoding the window in one batch.
     assert (
         kernels["cvae_dist, batch 2, fp32, TF off, eager"]["notes"]["model_kernels"]
@@ -211,6 +211,14 @@ def test_kernel_summary_and_target():
     printed = common.table(rows, figures)
     assert "kernels  /frame" in printed.splitlines()[0] and "16,000" in printed and "kernels_per_step_eager_tf_off: 16,000" in printed
     assert "skipped: none yet" in printed
+    # On a GPU the rows also count the host's launches, which a CUDA graph's replay makes one of.
+    on_gpu = [
+        Row("kernels", f"cvae_dist, TF on, {variant}", notes={**rows[0].notes, "variant": variant, "launches": launches})
+        for variant, launches in (("eager", 2700), ("compiled", 2200), ("CUDA graphs", 900))
+    ]
+    figures = common.summary(on_gpu, "tiny", 4, None)
+    assert figures["launches_per_step_CUDA_graphs_tf_on"] == 900 and figures["graphs_over_eager_launches_tf_on"] == pytest.approx(900 / 2700)
+    assert "launches" in common.table(on_gpu, figures).splitlines()[0].split() and "launches" not in printed.splitlines()[0]
     # Tables without kernel rows keep their columns.
     assert "kernels" not in common.table([Row("train", "x", 1.0, 0.5, 2.0)]).splitlines()[0]
 
@@ -290,7 +298,9 @@ def test_cuda_kernels_by_the_op_that_launched_them():
     ]
     device = [event(k, 0, device=DeviceType.CUDA, activity="kernel") for k in ["a", "b", "c", "d", "e", "f", "triton_poi_fused_0"]]
     device.append(event("Memcpy HtoD", 0, device=DeviceType.CUDA, activity="gpu_memcpy"))
-    counts = common.cuda_kernels(cpu + device)
+    # The host's runtime calls: a launch per kernel (cuLaunchKernel: triton's), one per graph replay; a copy is no launch.
+    runtime = [event(name, 0) for name in ["cudaLaunchKernel"] * 5 + ["cuLaunchKernel", "cudaGraphLaunch", "cudaMemcpyAsync"]]
+    counts = common.cuda_kernels(cpu + device + runtime)
     assert counts == {
         "forward": 1,
         "backward": 2,
@@ -299,4 +309,5 @@ def test_cuda_kernels_by_the_op_that_launched_them():
         "unattributed": 2,
         "model": 3,
         "total": 7,
+        "launches": 7,
     }

@@ -1,39 +1,56 @@
-"""The opt-in compilation: a compiled run in this process, the compiled rollout and step against eager, a refused combination."""
+"""The opt-in compilation: a compiled run in this process, the rollout compiled by region and the compiled step against eager."""
 
 from __future__ import annotations
-
-import subprocess
-import sys
 
 import pytest
 import torch
 from safetensors.torch import load_file
+from torch._dynamo.utils import counters
 
 from cvae_dist.config import PRESETS, ModelConfig
 from cvae_dist.loss import cvae_loss
 from cvae_dist.model import CVAE
-from support import REPO, make_loop, run_env, tiny_args
+from support import make_loop
 
 
-@pytest.mark.slow  # compiles twice
-@pytest.mark.parametrize("teacher_forcing", [True, False])
-def test_compiled_rollout_matches_eager(teacher_forcing):
+def rollout_loss_and_grads(model: CVAE, window: int, teacher_forcing, recompute: bool = False):
+    """The loss of a training rollout of a random window of `window` frames (seed 1), and its gradients."""
+    generator = torch.Generator().manual_seed(1)
+    frames, labels = (torch.rand(2, window, 3, 32, 64, generator=generator) for _ in range(2))
+    noise = torch.randn(2, window - 1, PRESETS["tiny"]["N_dim"], 32, 64, generator=generator)
+    out = model(frames, labels, noise, teacher_forcing, recompute=recompute)
+    loss = cvae_loss(out.pred, frames[:, 1:], out.mu, out.logvar, beta=0.5).total
+    return loss, torch.autograd.grad(loss, list(model.parameters()))
+
+
+@pytest.mark.slow  # compiles the regions three times
+@pytest.mark.parametrize("teacher_forcing", ["on", "off", "per frame"])
+def test_the_rollout_compiled_by_region_computes_what_eager_does_and_compiles_once_whatever_the_window(teacher_forcing):
     # aot_eager traces through dynamo and AOTAutograd as inductor does, without minutes of C++ codegen on a CPU.
     torch.manual_seed(0)
     model = CVAE(ModelConfig(**PRESETS["tiny"])).to(memory_format=torch.channels_last)
-    frames, labels = torch.rand(2, 3, 3, 32, 64), torch.rand(2, 3, 3, 32, 64)  # 3 frames: tracing cost grows with the window
-    noise = torch.randn(2, 2, PRESETS["tiny"]["N_dim"], 32, 64)
-    results = []
-    for compiled in (False, True):
-        if compiled:
-            model.compile(backend="aot_eager", fullgraph=True)  # fullgraph: a graph break would fail here
-        out = model(frames, labels, noise, teacher_forcing)
-        loss = cvae_loss(out.pred, frames[:, 1:], out.mu, out.logvar, beta=0.5).total
-        results.append((loss, torch.autograd.grad(loss, list(model.parameters()))))
-    (loss, grads), (loss_compiled, grads_compiled) = results
-    torch.testing.assert_close(loss_compiled, loss)
-    for grad, reference in zip(grads_compiled, grads):
-        torch.testing.assert_close(grad, reference, atol=1e-6, rtol=1e-5)
+    forced = {"on": True, "off": False, "per frame": torch.tensor([[True, False, True, False]] * 2)}[teacher_forcing]
+    loss, grads = rollout_loss_and_grads(model, 5, forced)
+    torch._dynamo.reset()
+    counters.clear()
+    model.compile_training_calls(backend="aot_eager")
+    compiled_loss, compiled_grads = rollout_loss_and_grads(model, 5, forced)
+    # The same aten ops in the same order: the same bits.
+    assert torch.equal(compiled_loss, loss)
+    assert all(torch.equal(g, reference) for g, reference in zip(compiled_grads, grads, strict=True))
+    graphs = counters["stats"]["unique_graphs"]
+    # Teacher forcing on: the encoders, the posterior and the batched decoding; otherwise the
+    # autoregressive step and the last frame's decoding too, each compiled once for the window.
+    assert graphs == (4 if forced is True else 5)
+    # Inference calls the methods themselves, which stay eager.
+    with torch.no_grad():
+        model.eval().decode(*(torch.rand(1, c, 32, 64) for c in (16, 8, 4)))
+    assert counters["stats"]["unique_graphs"] == graphs
+    # A run of windows twice as long compiles as many graphs: the step is replayed, not unrolled.
+    torch._dynamo.reset()
+    counters.clear()
+    rollout_loss_and_grads(model.train(), 9, forced if forced is True else False)
+    assert counters["stats"]["unique_graphs"] == graphs
 
 
 @pytest.mark.slow  # compiles, then trains, validates and evaluates
@@ -47,20 +64,16 @@ def test_a_compiled_recomputing_run_saves_the_course_key_names(tmp_path):
     assert all(torch.isfinite(v).all() for v in weights.values())
 
 
-def test_compile_with_checkpointing_under_autocast_is_refused_in_one_line(dataset_root, tmp_path):
-    args = tiny_args(dataset_root, tmp_path / "r", "--compile", "--activation_checkpointing", "--mixed_precision", "bf16")
-    result = subprocess.run([sys.executable, str(REPO / "cvae_dist" / "train.py"), *args], env=run_env(), capture_output=True, text=True, timeout=120)
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1].startswith("error: --compile with --activation_checkpointing needs --mixed_precision no")
-
-
 @pytest.mark.slow  # compiles twice
-@pytest.mark.parametrize("tfr", ["1", "0"])
-def test_the_training_step_compiles_whole_under_accelerate_with_bf16_autocast_and_steps_as_eager(tfr, tmp_path):
-    # fullgraph=True (as --compile compiles): a graph break anywhere in the step's forward would fail here.
+@pytest.mark.parametrize(
+    "flags", [["--tfr", "1"], ["--tfr", "0"], ["--tfr", "0", "--recompute_activations"]], ids=["tf-on", "tf-off", "tf-off-recomputed"]
+)
+def test_the_training_step_compiles_under_accelerate_with_bf16_autocast_and_steps_as_eager(flags, tmp_path):
+    # fullgraph=True (as --compile compiles each region): a graph break anywhere would fail here. A recomputed
+    # frame calls its compiled region again in the backward pass, under the autocast checkpointing restores.
     steps = []
     for compiled in (False, True):
-        flags = ["--mixed_precision", "bf16", "--tfr", tfr, *(["--compile", "--compile_backend", "aot_eager"] if compiled else [])]
+        flags = [*flags, "--mixed_precision", "bf16", *(["--compile", "--compile_backend", "aot_eager"] if compiled else [])]
         loop = make_loop(tmp_path / f"compiled-{compiled}", *flags)
         assert loop.parts.precision.dtype == torch.bfloat16
         frames, labels, windows = next(iter(loop.parts.loader))

@@ -111,6 +111,10 @@ def test_flag_types_booleans_and_lists():
         ({"L_dim": 6}, "run.yaml: --F_dim + --L_dim + --N_dim must be a multiple of 4 (the decoder fusion quarters it), got 146"),
         ({"logvar_min": 20}, "run.yaml: --logvar_min (20.0) must be below --logvar_max (20.0)"),
         (
+            {"compile_mode": "reduce-overhead", "compile_backend": "aot_eager"},
+            "run.yaml: --compile_mode reduce-overhead is inductor's: it needs --compile_backend inductor, got aot_eager",
+        ),
+        (
             {"overwrite": True, "resume_from_checkpoint": "latest"},
             "run.yaml: --overwrite and --resume_from_checkpoint contradict each other: choose one",
         ),

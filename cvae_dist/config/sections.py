@@ -184,9 +184,11 @@ class TrainConfig:
     channels_last: bool = True
     """Keep activations channels-last, the layout CPU (oneDNN) and GPU (cuDNN) convolutions run fastest in."""
     compile: bool = False
-    """Compile the training rollout with torch.compile (inductor); the first steps of each teacher-forcing mode wait for the compiler."""
+    """Compile the training rollout with torch.compile, by region: each call it makes to the network is one graph, so the autoregressive step compiles once whatever the window; the first steps of each teacher-forcing mode wait for the compiler."""
     compile_backend: str = "inductor"
     """torch.compile backend used by --compile: 'inductor' generates kernels; 'eager' or 'aot_eager' only trace (quick checks that compiling works)."""
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "default"
+    """Inductor's mode under --compile: 'reduce-overhead' replays each compiled pass as a CUDA graph (one launch for its thousands of kernels, the step's shapes fixed; nothing changes on a CPU); 'max-autotune' also times several kernels for each convolution and matrix product (a longer compile) and uses CUDA graphs."""
     recompute_activations: bool = setting(False, formerly="activation_checkpointing")
     """Recompute each frame's activations in the backward pass instead of keeping them: far less memory for long windows, about a third more compute."""
     eval_every: int = setting(1, allowed=AT_LEAST_1)

@@ -32,5 +32,10 @@ def _conflicts(config: Config) -> Iterator[tuple[tuple[str, ...], str]]:
         yield ("F_dim", "L_dim", "N_dim"), f"--F_dim + --L_dim + --N_dim must be a multiple of 4 (the decoder fusion quarters it), got {fused}"
     if not model.logvar_min < model.logvar_max:
         yield ("logvar_min", "logvar_max"), f"--logvar_min ({model.logvar_min}) must be below --logvar_max ({model.logvar_max})"
+    if train.compile_mode != "default" and train.compile_backend != "inductor":
+        yield (
+            ("compile_mode", "compile_backend"),
+            f"--compile_mode {train.compile_mode} is inductor's: it needs --compile_backend inductor, got {train.compile_backend}",
+        )
     if train.overwrite and train.resume_from_checkpoint:
         yield ("overwrite", "resume_from_checkpoint"), "--overwrite and --resume_from_checkpoint contradict each other: choose one"

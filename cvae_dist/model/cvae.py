@@ -38,6 +38,7 @@ class CVAE(nn.Module, PyTorchModelHubMixin, library_name="cvae-dist"):
         self.Gaussian_Predictor = Gaussian_Predictor(config.F_dim + config.L_dim, config.N_dim, slope=slope)
         self.Decoder_Fusion = Decoder_Fusion(config.F_dim + config.L_dim + config.N_dim, config.D_out_dim)
         self.Generator = Generator(config.D_out_dim, 3)
+        self._compiled: dict[str, object] = {}  # see compile_training_calls
         if config.zero_init_posterior:
             head = self.Gaussian_Predictor[-1]
             nn.init.zeros_(head.weight)
@@ -76,7 +77,27 @@ class CVAE(nn.Module, PyTorchModelHubMixin, library_name="cvae-dist"):
         frame = self.Generator(self.Decoder_Fusion(prev_feature, label_feature, z))
         return torch.sigmoid(frame) if self.config.output_activation == "sigmoid" else frame
 
+    def decode_and_encode(self, prev_feature: torch.Tensor, label_feature: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One autoregressive step: the next frame, and its features as the following step's input."""
+        frame = self.decode(prev_feature, label_feature, z)
+        return frame, self.encode_frames(frame)
+
+    def compile_training_calls(self, **options) -> None:
+        """torch.compile each of the TRAINING_CALLS on its own (fullgraph, static shapes, `options`),
+        for the training rollout alone: each is one graph reused wherever the rollout makes that
+        call, so that the autoregressive step compiles once rather than unrolled over the window.
+        Inference (validation, evaluation, generation) calls the methods and stays eager."""
+        self._compiled = {name: torch.compile(getattr(self, name), fullgraph=True, dynamic=False, **options) for name in TRAINING_CALLS}
+
+    def training_call(self, name: str):
+        """The method `name` of TRAINING_CALLS as the training rollout calls it: compiled if compile_training_calls was."""
+        return self._compiled.get(name) or getattr(self, name)
+
     def forward(self, frames: torch.Tensor, labels: torch.Tensor, noise: torch.Tensor, teacher_forcing, recompute: bool = False):
         from cvae_dist.rollout import training_rollout
 
         return training_rollout(self, frames, labels, noise, teacher_forcing=teacher_forcing, recompute=recompute)
+
+
+# The methods a training rollout calls (rollout.training_rollout): the regions --compile compiles.
+TRAINING_CALLS = ("encode_frames", "encode_labels", "posterior", "decode", "decode_and_encode")

@@ -151,17 +151,10 @@ def make_model(config: Config, accelerator: Accelerator) -> torch.nn.Module:
         model = model.to(memory_format=torch.channels_last)
     if not train.compile:
         return model
-    if train.recompute_activations and accelerator.mixed_precision != "no":
-        # The autocast is traced inside the compiled forward, but a frame's recomputation in the
-        # backward pass runs outside it, so the recomputation differs and autograd refuses it.
-        raise UserError(
-            f"--compile with {config.flag('recompute_activations')} needs --mixed_precision no (torch.compile cannot recompute autocast regions)"
-        )
-    # In place rather than through Accelerate's dynamo plugin, whose OptimizedModule wrapper
-    # would prefix every key that `save_model` writes with `_orig_mod.`. fullgraph: a graph break
-    # would silently split the step into slower pieces; it is an error instead.
+    # By region, inside the model, rather than through Accelerate's dynamo plugin, whose
+    # OptimizedModule wrapper would prefix every key that `save_model` writes with `_orig_mod.`.
     try:
-        model.compile(backend=train.compile_backend, fullgraph=True)
+        model.compile_training_calls(backend=train.compile_backend, mode=train.compile_mode)
     except torch._dynamo.exc.InvalidBackend:
         raise UserError(f"--compile_backend {train.compile_backend}: not a torch.compile backend here (see torch._dynamo.list_backends())") from None
     return model
