@@ -14,8 +14,8 @@ Prints one table and writes it as JSON. Rows:
           per-frame activation checkpointing;
   kernels the kernels one training step (`Loop.train_batch`, batch 2, fp32) launches, TF on and
           off: eager; compiled (with `--compile`: the parts --compile builds, under
-          --compile_backend); and, on a GPU with --compile, compiled with --compile_mode
-          reduce-overhead (inductor's CUDA graphs). Counted with torch.profiler: on a GPU the
+          --compile_backend), whole and by region (--compile_scope); and, on a GPU with
+          --compile, compiled whole with --compile_mode reduce-overhead (inductor's CUDA graphs). Counted with torch.profiler: on a GPU the
           CUDA kernels and the host's launches (a graph's replay is one launch); on a CPU the
           dispatcher ops that do work of their own (not views, allocations, or ops that only
           call others), plus inductor's generated C++ kernels (common.cpu_kernels). Per step
@@ -67,7 +67,7 @@ from common import (
 from course_loop import PngWindows, plain_generate, plain_step
 
 SECTIONS = ("train", "data", "rollout", "memory", "kernels", "compile")
-KERNEL_VARIANTS = ("eager", "compiled", "CUDA graphs")
+KERNEL_VARIANTS = ("eager", "compiled", "compiled by region", "CUDA graphs")
 
 
 @dataclass
@@ -319,8 +319,9 @@ class Bench:
             return Row("kernels", name, notes=notes, skipped=skipped)
         flags = {"batch_size": batch, "tfr": float(teacher_forcing)}
         if compiled:
-            flags.update(compile=True, compile_backend=self.args.compile_backend, compile_mode="reduce-overhead" if graphs else "default")
-            notes.update(backend=self.args.compile_backend, mode=flags["compile_mode"])
+            scope, mode = ("region" if variant == "compiled by region" else "whole"), ("reduce-overhead" if graphs else "default")
+            flags.update(compile=True, compile_backend=self.args.compile_backend, compile_scope=scope, compile_mode=mode)
+            notes.update(backend=self.args.compile_backend, scope=scope, mode=mode)
         loop = Loop(self.parts("no", **flags))
         frames, labels, indices = self.batch(batch, self.s.window)
         loop.model.train()

@@ -404,7 +404,7 @@ def summary(rows: list[Row], preset: str, window: int, peak_tflops: float | None
 def kernel_summary(rows: list[Row]) -> dict[str, float]:
     """Kernels per step of each measured `kernels` row (by variant and TF: all, and the model's, its
     forward and backward passes), and the compiled model's kernels over the eager model's
-    (`compiled_over_eager_model_kernels_tf_*`, which KERNEL_TARGET bounds). The optimizer and the
+    (`compiled_over_eager_model_kernels_tf_*`, which KERNEL_TARGET bounds; `compiled_by_region_...` by region). The optimizer and the
     gradient clipping are the same in both, and far fewer kernels on a GPU (fused) than on a CPU."""
     counted = {(r.notes["variant"], r.notes["teacher_forcing"]): r.notes for r in measured(rows) if r.section == "kernels"}
     result = {}
@@ -416,10 +416,10 @@ def kernel_summary(rows: list[Row]) -> dict[str, float]:
             result[f"launches_per_step_{key}"] = notes["launches"]
     for tf in (True, False):
         on_off = "on" if tf else "off"
-        if ("eager", tf) in counted and ("compiled", tf) in counted:
-            result[f"compiled_over_eager_model_kernels_tf_{on_off}"] = (
-                counted["compiled", tf]["model_kernels"] / counted["eager", tf]["model_kernels"]
-            )
+        for variant in ("compiled", "compiled by region"):
+            if ("eager", tf) in counted and (variant, tf) in counted:
+                share = counted[variant, tf]["model_kernels"] / counted["eager", tf]["model_kernels"]
+                result[f"{variant.replace(' ', '_')}_over_eager_model_kernels_tf_{on_off}"] = share
         if ("eager", tf) in counted and ("CUDA graphs", tf) in counted:
             result[f"graphs_over_eager_launches_tf_{on_off}"] = counted["CUDA graphs", tf]["launches"] / counted["eager", tf]["launches"]
     return result

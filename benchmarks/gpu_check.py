@@ -657,6 +657,13 @@ def summary_parts(summary: dict, peak: float | None) -> list[str]:
     return parts
 
 
+# Worth measuring on a GPU with time left after the check; outside it, as it would not fit its 7 minutes.
+AFTER_THE_CHECK = (
+    "`python benchmarks/bench.py --device cuda --sections kernels --compile`: the kernels and the host's launches of one step, "
+    "eager, compiled by region and as CUDA graphs (`--compile_mode reduce-overhead`), TF on and off (several compiles)"
+)
+
+
 def markdown(report: dict) -> str:
     steps = {s["step"]: s for s in report["steps"]}
     rows = []
@@ -683,6 +690,7 @@ def markdown(report: dict) -> str:
     for step in report["steps"]:
         if step.get("tail"):
             lines += ["", f"Last lines of {step['step']} ({step.get('log', 'traceback')}):", "", "```", *step["tail"], "```"]
+    lines += ["", f"With time left on the GPU: {AFTER_THE_CHECK}."]
     failed = [step for step in report["steps"] if step.get("next")]
     if failed:
         lines += ["", "What to run next (`$WORK`: a scratch folder, e.g. `WORK=$(mktemp -d -p /dev/shm)`):", ""]

@@ -54,6 +54,7 @@ def test_quick_benchmark_prints_and_writes_every_section(tmp_path):
         assert eager["notes"]["kernels_per_frame"] == pytest.approx(counts["total"] / (2 * 3))
         assert report["summary"][f"kernels_per_step_eager_tf_{tf}"] == counts["total"]
         assert "--compile" in kernels[f"cvae_dist, batch 2, fp32, TF {tf}, compiled"]["skipped"]
+        assert "--compile" in kernels[f"cvae_dist, batch 2, fp32, TF {tf}, compiled by region"]["skipped"]
         assert kernels[f"cvae_dist, batch 2, fp32, TF {tf}, CUDA graphs"]["skipped"] == "CUDA graphs need a GPU"
     # Stepping through time (TF off) runs more ops than decoding the window in one batch.
     assert (
@@ -199,11 +200,13 @@ def test_kernel_summary_and_target():
         kernels("eager", False, 16000, 13900),
         kernels("compiled", True, 2200, 140),
         kernels("compiled", False, 4000, 1900),
+        kernels("compiled by region", False, 4500, 2400),
         Row("kernels", "cvae_dist, CUDA graphs", notes={"variant": "CUDA graphs", "teacher_forcing": True}, skipped="none yet"),
     ]
     figures = common.summary(rows, "tiny", 4, None)
     assert figures["kernels_per_step_eager_tf_off"] == 16000 and figures["model_kernels_per_step_compiled_tf_on"] == 140
     assert figures["compiled_over_eager_model_kernels_tf_off"] == pytest.approx(1900 / 13900)
+    assert figures["compiled_by_region_over_eager_model_kernels_tf_off"] == pytest.approx(2400 / 13900)
     assert not any("CUDA_graphs" in key for key in figures)
     lines = bench.kernel_target_lines(figures)
     assert len(lines) == 2 and lines[0].startswith("kernel target, TF off") and lines[0].endswith(": met")

@@ -8,6 +8,7 @@ from safetensors.torch import load_file
 from torch._dynamo.utils import counters
 
 from cvae_dist.config import PRESETS, ModelConfig
+from cvae_dist.errors import UserError
 from cvae_dist.loss import cvae_loss
 from cvae_dist.model import CVAE
 from support import make_loop
@@ -66,11 +67,13 @@ def test_a_compiled_recomputing_run_saves_the_course_key_names(tmp_path):
 
 @pytest.mark.slow  # compiles twice
 @pytest.mark.parametrize(
-    "flags", [["--tfr", "1"], ["--tfr", "0"], ["--tfr", "0", "--recompute_activations"]], ids=["tf-on", "tf-off", "tf-off-recomputed"]
+    "flags",
+    [["--tfr", "1"], ["--tfr", "0"], ["--tfr", "0", "--compile_scope", "region", "--recompute_activations"]],
+    ids=["tf-on", "tf-off", "tf-off-by-region-recomputed"],
 )
 def test_the_training_step_compiles_under_accelerate_with_bf16_autocast_and_steps_as_eager(flags, tmp_path):
-    # fullgraph=True (as --compile compiles each region): a graph break anywhere would fail here. A recomputed
-    # frame calls its compiled region again in the backward pass, under the autocast checkpointing restores.
+    # fullgraph=True (as --compile compiles, whole or by region): a graph break anywhere would fail here. A
+    # recomputed frame calls its compiled region again in the backward pass, under the autocast checkpointing restores.
     steps = []
     for compiled in (False, True):
         flags = [*flags, "--mixed_precision", "bf16", *(["--compile", "--compile_backend", "aot_eager"] if compiled else [])]
@@ -82,3 +85,9 @@ def test_the_training_step_compiles_under_accelerate_with_bf16_autocast_and_step
         # bf16 rounds each op's output to 8 bits of mantissa, and a traced graph may order its float32 sums differently.
         torch.testing.assert_close(compiled.loss, eager.loss, rtol=2e-2, atol=0)
         torch.testing.assert_close(compiled.grad_norm, eager.grad_norm, rtol=5e-2, atol=0)
+
+
+def test_a_rollout_compiled_whole_cannot_recompute_under_autocast_and_says_what_can(tmp_path):
+    with pytest.raises(UserError) as refused:
+        make_loop(tmp_path, "--compile", "--recompute_activations", "--mixed_precision", "bf16")
+    assert str(refused.value).startswith("--compile with --recompute_activations under --mixed_precision bf16 needs --compile_scope region")

@@ -210,6 +210,7 @@ def test_dry_run_runs_every_step_and_hands_back_a_small_bundle(tmp_path):
     markdown = (out / "gpu_check.md").read_text()
     assert markdown in result.stdout  # the summary printed at the end is the report
     assert markdown.startswith("# cvae_dist GPU check: dry run (CPU)") and "What to run next" not in markdown
+    assert f"With time left on the GPU: {gpu_check.AFTER_THE_CHECK}." in markdown
     for name in gpu_check.STEPS:
         assert f"\n| {name} | {steps[name]['status']} |" in markdown
     assert "section   what" in markdown and "TF on, compiled" in markdown  # the bench's table, with the compiled row

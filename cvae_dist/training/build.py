@@ -151,10 +151,21 @@ def make_model(config: Config, accelerator: Accelerator) -> torch.nn.Module:
         model = model.to(memory_format=torch.channels_last)
     if not train.compile:
         return model
-    # By region, inside the model, rather than through Accelerate's dynamo plugin, whose
-    # OptimizedModule wrapper would prefix every key that `save_model` writes with `_orig_mod.`.
+    if train.compile_scope == "whole" and train.recompute_activations and accelerator.mixed_precision != "no":
+        # The autocast is traced inside the compiled rollout, but a frame's recomputation in the
+        # backward pass runs outside it, so the recomputation differs and autograd refuses it.
+        raise UserError(
+            f"--compile with {config.flag('recompute_activations')} under --mixed_precision {accelerator.mixed_precision} needs "
+            "--compile_scope region (a rollout compiled whole cannot recompute autocast regions), or --mixed_precision no"
+        )
+    # In place, rather than through Accelerate's dynamo plugin, whose OptimizedModule wrapper
+    # would prefix every key that `save_model` writes with `_orig_mod.`.
+    options = {"backend": train.compile_backend, "mode": train.compile_mode}
     try:
-        model.compile_training_calls(backend=train.compile_backend, mode=train.compile_mode)
+        if train.compile_scope == "whole":
+            model.compile(fullgraph=True, **options)
+        else:
+            model.compile_training_calls(**options)
     except torch._dynamo.exc.InvalidBackend:
         raise UserError(f"--compile_backend {train.compile_backend}: not a torch.compile backend here (see torch._dynamo.list_backends())") from None
     return model
