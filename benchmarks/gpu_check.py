@@ -660,7 +660,7 @@ def summary_parts(summary: dict, peak: float | None) -> list[str]:
 # Worth measuring on a GPU with time left after the check; outside it, as it would not fit its 7 minutes.
 AFTER_THE_CHECK = (
     "`python benchmarks/bench.py --device cuda --sections kernels --compile`: the kernels and the host's launches of one step, "
-    "eager, compiled by region and as CUDA graphs (`--compile_mode reduce-overhead`), TF on and off (several compiles)"
+    "eager, compiled whole and by region, and as CUDA graphs (`--compile_mode reduce-overhead`), TF on and off (six compiles)"
 )
 
 
