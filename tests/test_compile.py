@@ -36,9 +36,11 @@ def test_the_rollout_compiled_by_region_computes_what_eager_does_and_compiles_on
     counters.clear()
     model.compile_training_calls(backend="aot_eager")
     compiled_loss, compiled_grads = rollout_loss_and_grads(model, 5, forced)
-    # The same aten ops in the same order: the same bits.
+    # The same aten ops in the same order: the same loss. The gradients are the same bits in a fresh
+    # process, but not always after other tests have run in it (the suite's workers): within rounding.
     assert torch.equal(compiled_loss, loss)
-    assert all(torch.equal(g, reference) for g, reference in zip(compiled_grads, grads, strict=True))
+    for grad, reference in zip(compiled_grads, grads, strict=True):
+        torch.testing.assert_close(grad, reference, atol=1e-6, rtol=1e-5)
     graphs = counters["stats"]["unique_graphs"]
     # Teacher forcing on: the encoders, the posterior and the batched decoding; otherwise the
     # autoregressive step and the last frame's decoding too, each compiled once for the window.
