@@ -67,6 +67,19 @@ def test_an_fp16_step_that_overflows_is_skipped_by_the_scaler_counted_by_the_gua
     assert "step skipped" not in capsys.readouterr().err
 
 
+def test_without_the_guard_an_fp16_step_the_scaler_skips_is_no_update_of_the_weight_average(tmp_path):
+    # Accelerate's optimizer_step_was_skipped stays False for the fused Adam: the average must learn it from the scale.
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**127, backoff_factor=2.0**-117, growth_interval=1000)
+    loop = with_loss_scaler(make_loop(tmp_path, "--mixed_precision", "fp16", "--no-skip_nonfinite", "--use_ema"), scaler)
+    frames, labels, windows = next(iter(loop.parts.loader))
+    before = weights(loop)
+    loop.train_batch(frames, labels, windows)
+    assert not changed(before, loop) and scaler.get_scale() == 2.0**10
+    assert loop.average.updates == 0
+    loop.train_batch(frames, labels, windows)
+    assert changed(before, loop) and loop.average.updates == 1
+
+
 class HostReads(TorchFunctionMode):
     """Records the tensor methods called in its block that make the host wait for the device."""
 

@@ -224,13 +224,26 @@ class Loop:
                 # DeepSpeed clips inside backward() (see precision.make_accelerator) and reports the norm as a float.
                 grad_norm = torch.as_tensor(0.0 if norm is None else norm, dtype=torch.float32, device=frames.device)
                 finite = self.guard.allows(terms.total, grad_norm)
-            if finite or self.accelerator.scaler is not None:
-                # With fp16 the GradScaler skips a non-finite step itself and must see it to lower its scale.
-                self.optimizer.step()
+            stepped = self._step_optimizer(finite)
             self.optimizer.zero_grad(set_to_none=True)
-            if self.average is not None and self.accelerator.sync_gradients and finite and not self.accelerator.optimizer_step_was_skipped:
+            if self.average is not None and self.accelerator.sync_gradients and stepped:
                 self.average.update(self.accelerator.unwrap_model(self.model))
         return BatchScalars(terms.total.detach(), terms.mse.detach(), terms.kl.detach(), forced_share, grad_norm.detach())
+
+    def _step_optimizer(self, finite: bool) -> bool:
+        """Step the optimizer unless the guard refused the step (`finite` False); whether the weights moved.
+
+        With fp16 the GradScaler skips a non-finite step itself and must see it to lower its scale. It
+        calls a fused optimizer's step even to skip it, so that Accelerate's optimizer_step_was_skipped
+        stays False: a lowered scale says so instead, read only for the weight average (it waits for the device)."""
+        scaler = self.accelerator.scaler
+        if not finite and scaler is None:
+            return False
+        scale = scaler.get_scale() if scaler is not None and self.average is not None else None
+        self.optimizer.step()
+        if scale is not None and scaler.get_scale() < scale:
+            return False
+        return finite and not self.accelerator.optimizer_step_was_skipped
 
     def validate(self) -> Validation:
         """The epoch's validation (see validation.validate; a stop during it checkpoints), the best weights kept, the scores logged."""
