@@ -175,7 +175,7 @@ def test_each_process_gathers_on_the_device_the_windows_its_loader_would_read(pr
 
     rng = np.random.default_rng(1)
     windows = IndexedWindows(Video(*(rng.integers(0, 256, (45, 3, 8, 8), dtype=np.uint8) for _ in range(2))), window=4)
-    config = parse_args(["--save_root", "x", "--batch_size", "2", "--num_workers", "0"])
+    config = parse_args(["--save_root", "x", "--batch_size", "2"])
     resident = ResidentWindows(windows, torch.device("cpu"))
     assert ResidentWindows.bytes_needed(windows) == resident.frames.nbytes + resident.labels.nbytes == 2 * 44 * 3 * 8 * 8
     for rank in range(processes):
