@@ -167,6 +167,11 @@ class LocalSlurm:
                 raise RuntimeError(f"waiting for {what}: {'exited: ' + ', '.join(dead) if dead else 'timed out'}\n{self.logs()}")
             time.sleep(0.5)
 
+    def exit_status(self, job: int) -> int | None:
+        """The highest exit status the controller logged for `job`'s tasks (as `sbatch --wait` reports it), or None if it logged none."""
+        ended = re.findall(rf"_job_complete: JobId={job}(?:_\d+)?(?:\(\d+\))? WEXITSTATUS (\d+)", (self.folder / "slurmctld.log").read_text())
+        return max(map(int, ended)) if ended else None
+
     def logs(self) -> str:
         return "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted(self.folder.glob("*.log")) + sorted(self.folder.glob("*.stdout")))
 
