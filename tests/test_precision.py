@@ -50,7 +50,7 @@ def test_auto_picks_bf16_where_the_hardware_computes_it_fp16_on_older_gpus_and_f
     assert note.startswith(f"note: mixed precision {precision} (--mixed_precision auto): ")
     reasons = {
         "turing-7.5": "bf16 needs compute capability 8.0 (Ampere) and this GPU has 7.5",
-        "cpu": "no bf16 arithmetic",
+        "cpu": "this CPU has no bf16 arithmetic",
         "cpu-bf16": "AVX512-BF16 or AMX",
     }
     assert reasons.get(device, "runs bf16 on its tensor cores") in note

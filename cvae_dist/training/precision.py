@@ -145,10 +145,8 @@ def auto_precision(device_type: str, capability: tuple[int, int] | None, cpu_bf1
         return "bf16", "note: mixed precision bf16 (--mixed_precision auto): this CPU computes bf16 in hardware (AVX512-BF16 or AMX)"
     # Without bf16 hardware the CPU emulates it (Accelerate's fp16 does nothing on a CPU), and the
     # conversions cost more than this small network's arithmetic saves.
-    return (
-        "no",
-        f"note: mixed precision no (--mixed_precision auto): this {device_type} has no bf16 arithmetic, so autocast would only add conversions",
-    )
+    device = "CPU" if device_type == "cpu" else f"{device_type.upper()} device"
+    return "no", f"note: mixed precision no (--mixed_precision auto): this {device} has no bf16 arithmetic, so autocast would only add conversions"
 
 
 def _emulates_bf16(capability: tuple[int, int]) -> str:
