@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -24,6 +25,12 @@ def test_shipped_grids_hold_the_course_comparisons():
     assert [(p["tfr"], p.get("tfr_coin")) for p in tf[::2]] == [(0.0, None), (1.0, "epoch"), (1.0, "batch"), (1.0, "frame"), (1.0, None), (1.0, None)]
     assert all(p["preset"] == "lab" and p["num_epoch"] == 70 for p in kl + tf)
     assert [p["seed"] for p in kl + tf] == [0, 1] * 10
+
+
+def test_the_sweep_scripts_own_array_fits_the_grid_it_runs_without_flags():
+    """`sbatch slurm/sweep.sh` (the README's command) runs the KL grid with the script's #SBATCH --array."""
+    (array,) = re.findall(r"^#SBATCH --array=(\S+)$", (REPO / "slurm" / "sweep.sh").read_text(), re.MULTILINE)
+    assert array == f"0-{len(load_grid(REPO / 'slurm' / 'grids' / 'kl_annealing.yaml')) - 1}"
 
 
 @pytest.mark.parametrize("grid", GRIDS, ids=lambda p: p.name)
