@@ -217,8 +217,9 @@ def test_a_stop_during_a_validation_rollout_checkpoints_with_the_validation_due(
 
 def test_a_stop_during_the_final_evaluation_ends_at_once_and_the_rerun_evaluates_again(long_videos, tmp_path):
     save_root = tmp_path / "run"
-    # One epoch, and half the validation video: the final evaluation still lasts seconds, long enough to be signalled.
-    command = train_command(long_videos, save_root, "--num_epoch", "1", "--val_vi_len", "315")
+    # One epoch, and 96 frames of the validation video: the final evaluation (two rollouts, the GIF) still lasts
+    # seconds, long enough to be signalled at its start, where the signal lands within a poll of the log.
+    command = train_command(long_videos, save_root, "--num_epoch", "1", "--val_vi_len", "96")
     status, took, output = stop_in_phase(command, tmp_path / "log", lambda text: "epoch 1: validation PSNR" in text, "the final evaluation")
     assert status == EXIT_REQUEUE and took < STOP_WITHIN, output[-3000:]
     assert "stopped by SIGTERM during the final evaluation" in output
