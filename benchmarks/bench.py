@@ -65,6 +65,7 @@ from common import (
     time_it,
 )
 from course_loop import PngWindows, plain_generate, plain_step
+from cvae_dist.allocator import keep_freed_memory
 
 SECTIONS = ("train", "data", "rollout", "memory", "kernels", "compile")
 KERNEL_VARIANTS = ("eager", "compiled", "compiled by region", "CUDA graphs")
@@ -493,6 +494,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--json", metavar="OUT", help="also write the table and the machine as JSON to this file")
     args = parser.parse_args(argv)
+    keep_freed_memory()  # as every cvae_dist command does, for the course's loop too
     args.precisions = [PRECISIONS[p] for p in args.precisions]
     sections = [*dict.fromkeys([*args.sections, *(["compile"] if args.compile else [])])]
     if args.device == "cpu":

@@ -11,6 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn, TypeVar
 
+from cvae_dist.allocator import keep_freed_memory
+
 Parsed = TypeVar("Parsed")
 # What str.splitlines() breaks at, escaped so that an error stays one line whatever a path or value holds.
 LINE_BREAKS = {ord(char): repr(char)[1:-1] for char in "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"}
@@ -33,7 +35,8 @@ def run_command(argv: list[str] | None, parse: Callable[[list[str]], Parsed], ru
     and `run` does the work with what it returns. The status is `run`'s own (0 if it returns None),
     or 2 with a single `error: ...` line on stderr when either raises UserError (the traceback
     instead under --debug, typed or, once parsed, set as the parsed settings' `debug`); Ctrl-C ends it
-    with status 130 and one line."""
+    with status 130 and one line. glibc's allocator keeps freed tensors' memory (allocator.py) first."""
+    keep_freed_memory()
     argv = sys.argv[1:] if argv is None else argv
     parsed = None
     try:
