@@ -4,10 +4,9 @@ glibc hands an allocation above its mmap threshold (at most 32 MB, as it adapts)
 from the kernel and gives it back on free; PyTorch's CPU allocator does not cache, so every
 activation of that size costs fresh pages that the kernel zeroes on the next step. Measured on a
 2-core machine (AMD EPYC, AVX2): `python -m cvae_dist.evaluate --samples 10` of a tiny-preset run
-took 27 s, 13.6 of them in the kernel, and 13 to 17 s (1 to 3 in the kernel) with the thresholds
-below; the demo's first epoch spent 26 to 31 s in the kernel, and 7 to 8 (with a 512 MB trim
-threshold then). docs/benchmarks.md has the table. jemalloc or tcmalloc (LD_PRELOAD) do this by
-themselves, and are left alone.
+took 27 s, 13.6 of them in the kernel, and 15 s (2.6 in the kernel) with the thresholds below; the
+demo's first epoch spent 26 to 31 s in the kernel, and 7 to 8 (with a 512 MB trim threshold then).
+docs/benchmarks.md has the table. jemalloc or tcmalloc (LD_PRELOAD) do this by themselves, and are left alone.
 """
 
 from __future__ import annotations
