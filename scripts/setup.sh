@@ -31,5 +31,20 @@ echo "setting up $venv ($profile) ..."
 # torch first, so that packages that import it while building (DeepSpeed) find it.
 "${pip[@]}" install --quiet "${index[@]}" -c constraints.txt torch
 "${pip[@]}" install --quiet "${index[@]}" -c constraints.txt -e ".$extras"
+if [ "$profile" = dev ]; then
+  # On a CPU, every DeepSpeed run loads DeepSpeed's shared-memory op, which g++ compiles on first use
+  # (a minute of CPU on 2 cores, while the run waits): compile it once here, into torch's extension
+  # cache (~/.cache/torch_extensions). A run reuses it when it finds the same `ninja` (the environment's,
+  # first on PATH when it is activated); where DeepSpeed drives a GPU, the op is not built.
+  PATH="$venv/bin:$PATH" "$venv/bin/python" - <<'PY' || echo "note: DeepSpeed's CPU op did not compile now; the first DeepSpeed run on a CPU compiles it" >&2
+import deepspeed.ops
+from deepspeed.accelerator import get_accelerator
+
+builder = get_accelerator().create_op_builder("ShareMemCommBuilder")
+if builder is not None and deepspeed.ops.__compatible_ops__.get(builder.NAME, False):
+    print(f"compiling DeepSpeed's {builder.NAME} op for the CPU (once) ...", flush=True)
+    builder.load(verbose=False)
+PY
+fi
 touch "$stamp"
 "$venv/bin/python" -c "import torch, accelerate; print(f'ready: torch {torch.__version__}, accelerate {accelerate.__version__}, cuda available: {torch.cuda.is_available()}')"

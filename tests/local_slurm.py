@@ -21,7 +21,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -189,10 +188,8 @@ class LocalSlurm:
 
 
 def slurm_env(slurm: LocalSlurm, **extra: str) -> dict[str, str]:
-    """The user's environment at submission: the Python environment first on PATH, the repository."""
-    env = run_env()
-    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env["PATH"]])
-    return slurm.env({**env, "CVAE_DIST_DIR": str(REPO), **extra})
+    """The user's environment at submission (run_env: the Python environment first on PATH), and the repository."""
+    return slurm.env({**run_env(), "CVAE_DIST_DIR": str(REPO), **extra})
 
 
 def scontrol_job(slurm: LocalSlurm, job: str) -> dict[str, str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -38,8 +39,11 @@ TINY_RUN = [
 
 
 def run_env() -> dict[str, str]:
-    """Environment for subprocesses: the repository importable, one thread per process."""
+    """Environment for subprocesses: the Python environment first on PATH, as activated for the README's commands
+    (`accelerate`, and DeepSpeed's `ninja`, whose version decides whether its op compiled at set-up is reused);
+    the repository importable; one thread per process."""
     env = dict(os.environ)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
     env.setdefault("OMP_NUM_THREADS", "1")
     return env

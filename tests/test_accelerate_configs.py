@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -67,9 +66,8 @@ def launch_with_config(launch, config: str, processes: int, save_root: Path, dat
 
 
 def launch_script(script: str, dataset_root: Path, runs: Path, **env: str) -> subprocess.CompletedProcess:
-    """A launch/ script as a user runs it, with the Python environment's `accelerate` first on PATH."""
+    """A launch/ script as a user runs it, with the Python environment's `accelerate` first on PATH (run_env)."""
     environment = run_env()
-    environment["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), environment["PATH"]])
     environment.update(RUNS=str(runs), RUN_NAME="run", **env)
     flags = ["--DR", str(dataset_root), *RUN, "--mixed_precision", "no"]
     result = subprocess.run([str(REPO / "launch" / script), *flags], cwd=runs.parent, env=environment, capture_output=True, text=True, timeout=900)
@@ -90,7 +88,6 @@ def test_multi_gpu_script_and_config_run_two_gloo_processes_without_a_gpu(datase
 def test_single_gpu_script_reaches_train_py_with_the_rtx_config(tmp_path):
     # rtx.yaml needs a card to train; `--help` still travels the whole way through accelerate launch.
     environment = run_env()
-    environment["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), environment["PATH"]])
     environment.update(RUNS=str(tmp_path / "runs"))
     result = subprocess.run(
         [str(REPO / "launch" / "single_gpu.sh"), "--help"], cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=900

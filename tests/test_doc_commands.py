@@ -19,11 +19,9 @@ A command that fails, or a module that does not exist, fails the test, naming th
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -126,7 +124,6 @@ def scratch_folder(root: Path, dataset: Path) -> Path:
 
 def environment() -> dict[str, str]:
     env = run_env()
-    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     env["MPLBACKEND"] = "Agg"
     return env
 
