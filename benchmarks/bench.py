@@ -386,7 +386,7 @@ class Bench:
         frames = self.s.rollout_frames
         for precision in self.s.precisions:
             parts = self.parts(precision)
-            model = parts.accelerator.unwrap_model(parts.model).eval()
+            model = parts.network.eval()
             label = precision_name(precision)
             tests = CourseDataset(self.root, parts.config.data.frame_H, parts.config.data.frame_W, progress=False).test()
             first = to_unit_float(torch.stack([torch.from_numpy(s.first_frame.copy()) for s in tests])).to(self.device)

@@ -65,6 +65,12 @@ def test_a_run_keeps_its_best_weights_and_a_second_start_finds_it_finished(tmp_p
     assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == ["checkpoint-2", "checkpoint-4"]
     assert ckpt.verify(tmp_path / ckpt.BEST) is None and not (tmp_path / ckpt.PROFILE).exists()  # the profiler is off unless asked
     assert evaluation.average == pytest.approx(first.state.best_psnr, abs=1e-4)
+    # What evaluation and best/ use is the module Accelerate trains, as its own unwrapping finds it.
+    assert first.parts.network is first.accelerator.unwrap_model(first.model)
+    # best/ holds the weights Accelerate checkpointed at the end of the best epoch, key for key and bit for bit.
+    best = load_file(tmp_path / ckpt.BEST / ckpt.WEIGHTS)
+    saved = load_file(tmp_path / "checkpoints" / f"checkpoint-{first.state.best_epoch * STEPS_PER_EPOCH}" / ckpt.WEIGHTS)
+    assert best.keys() == saved.keys() and all(torch.equal(best[k], saved[k]) for k in best)
     output = capsys.readouterr().out
     assert "epoch 1: validation PSNR" in output and "epoch 2: validation PSNR" in output
 

@@ -79,8 +79,8 @@ class WeightAverage:
         self.module.load_state_dict(state)
 
 
-def weight_average(config: Config, accelerator: Accelerator, model: torch.nn.Module) -> WeightAverage | None:
-    """The run's average of `model` (prepared) if --use_ema asks for one."""
+def weight_average(config: Config, accelerator: Accelerator, network: CVAE) -> WeightAverage | None:
+    """The run's average of `network` (unwrapped) if --use_ema asks for one."""
     if not config.train.use_ema:
         return None
     if uses_deepspeed(accelerator) and accelerator.state.deepspeed_plugin.zero_stage == 3:
@@ -89,4 +89,4 @@ def weight_average(config: Config, accelerator: Accelerator, model: torch.nn.Mod
             f"{config.flag('use_ema')}: DeepSpeed ZeRO stage 3 shards the weights across processes; "
             "average them under ZeRO-2 (accelerate_configs/deepspeed_zero2.yaml) or DDP"
         )
-    return WeightAverage(config, accelerator.unwrap_model(model), accelerator.device)
+    return WeightAverage(config, network, accelerator.device)

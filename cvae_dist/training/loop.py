@@ -51,8 +51,8 @@ class Loop:
         self.model, self.optimizer, self.scheduler = parts.model, parts.optimizer, parts.scheduler
         self.state = TrainingState(tfr=self.config.method.tfr)
         self.accelerator.register_for_checkpointing(self.state)
-        self.average = weight_average(self.config, self.accelerator, self.model)
-        self.folder = RunFolder(self.accelerator, self.config, self.model, self.average)
+        self.average = weight_average(self.config, self.accelerator, parts.network)
+        self.folder = RunFolder(self.accelerator, self.config, self.model, parts.network, self.average)
         train = self.config.train
         self.schedules = Schedules.of_run(self.config.method, train.seed, train.num_epoch, parts.steps_in_epoch)
         self.guard = NonFiniteGuard(self.accelerator, train, self.state, self.folder.latest, self._skips_on_device())
@@ -227,7 +227,7 @@ class Loop:
             stepped = self._step_optimizer(finite)
             self.optimizer.zero_grad(set_to_none=True)
             if self.average is not None and self.accelerator.sync_gradients and stepped:
-                self.average.update(self.accelerator.unwrap_model(self.model))
+                self.average.update(self.parts.network)
         return BatchScalars(terms.total.detach(), terms.mse.detach(), terms.kl.detach(), forced_share, grad_norm.detach())
 
     def _step_optimizer(self, finite: bool) -> bool:

@@ -12,10 +12,12 @@ from pathlib import Path
 
 from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list
+from safetensors.torch import save_model
 
 from cvae_dist import checkpoint as ckpt
 from cvae_dist.config import Config, is_bookkeeping, load_config_file
 from cvae_dist.errors import UserError, disk_full
+from cvae_dist.model import CVAE
 from cvae_dist.training.ema import WeightAverage
 from cvae_dist.training.precision import uses_deepspeed
 from cvae_dist.training.run_lock import RunLock
@@ -25,8 +27,9 @@ from cvae_dist.training.state import TrainingState
 class RunFolder:
     """--save_root of a run: every process calls each method, which keeps the processes in step."""
 
-    def __init__(self, accelerator: Accelerator, config: Config, model, average: WeightAverage | None = None):
-        self.accelerator, self.config, self.model, self.average = accelerator, config, model, average
+    def __init__(self, accelerator: Accelerator, config: Config, model, network: CVAE, average: WeightAverage | None = None):
+        """`model` as Accelerate prepared it, `network` the module inside it."""
+        self.accelerator, self.config, self.model, self.network, self.average = accelerator, config, model, network, average
         self.root = Path(config.train.save_root)
         self.lock = RunLock(self.root)
 
@@ -40,7 +43,7 @@ class RunFolder:
         folder = self._decided_on_main(self._choose_start)
         if folder is not None:
             if (folder / ckpt.WEIGHTS).is_file():
-                ckpt.check_compatible(self.accelerator.unwrap_model(self.model).state_dict(), folder / ckpt.WEIGHTS)
+                ckpt.check_compatible(self.network.state_dict(), folder / ckpt.WEIGHTS)
             elif not uses_deepspeed(self.accelerator):
                 # Accelerate would fall back to unpickling pytorch_model.bin; weights come only from safetensors.
                 raise UserError(f"{folder}: no {ckpt.WEIGHTS} (model weights are only read from safetensors)")
@@ -82,7 +85,7 @@ class RunFolder:
         if (folder / ckpt.EMA_WEIGHTS).is_file():
             self.average.load(folder / ckpt.EMA_WEIGHTS)
             return
-        self.average.copy_from(self.accelerator.unwrap_model(self.model))
+        self.average.copy_from(self.network)
         if self.is_main:
             print(f"note: {folder} has no {ckpt.EMA_WEIGHTS} (written without --use_ema): the average starts from its weights", file=sys.stderr)
 
@@ -145,8 +148,14 @@ class RunFolder:
             self.average.save(folder / ckpt.EMA_WEIGHTS)
 
     def _save_model(self, folder: Path) -> None:
-        """The weights that were validated: the average where there is one."""
-        self.accelerator.save_model(self.average.module if self.average is not None else self.model, folder)
+        """The weights that were validated (the average where there is one), as model.safetensors."""
+        if uses_deepspeed(self.accelerator):
+            # Under ZeRO-3 each process holds a shard of each weight; Accelerate gathers them whole.
+            self.accelerator.save_model(self.average.module if self.average is not None else self.model, folder)
+        elif self.is_main:
+            # safetensors itself, as Accelerate's save_model writes it without DeepSpeed, but without the
+            # unwrapping that imports DeepSpeed wherever it is installed.
+            save_model(self.average.module if self.average is not None else self.network, str(folder / ckpt.WEIGHTS), metadata={"format": "pt"})
 
     def _write_sealed(self, folder: Path, write: Callable[[Path], None], step: int, epoch: int, reason: str) -> None:
         """Every process writes its part into a staging folder; the main process seals it with a

@@ -35,7 +35,7 @@ def validate(parts: Parts, on_frame: Callable[[], None] | None = None, model: to
 
     `on_frame` is called after every predicted frame: a lab-sized rollout on a CPU outlasts Slurm's
     wait between SIGTERM and SIGKILL, so the loop checks there for a stop."""
-    model = model if model is not None else parts.accelerator.unwrap_model(parts.model)
+    model = model if model is not None else parts.network
     with parts.precision.autocast():
         recalibrate_batchnorm(model, recalibration_labels(parts))
     evaluation = evaluate(parts, model, on_frame)
