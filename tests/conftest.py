@@ -93,9 +93,30 @@ def slurm(tmp_path_factory):
 END_TO_END_FIXTURES = {"launch", "tiny_run", "slurm"}
 
 
-# The files that take longest (minutes of processes each), longest first. `make test` hands files to its
-# two workers in this order, then the rest: started last, one of them would leave a worker idle meanwhile.
-LONGEST_FIRST = ("test_slurm.py", "test_runs_end.py", "test_doc_commands.py", "test_gpu_check.py", "test_search.py", "test_resilience.py")
+# The files that take longest, longest first (by their seconds in a CI run on 2 cores: 154 for the docs'
+# commands down to 14 for the loop's). `make test` hands files to its two workers in this order, then the
+# rest, which take seconds each: a long file handed out last would leave the other worker idle meanwhile.
+LONGEST_FIRST = (
+    "test_doc_commands.py",
+    "test_slurm.py",
+    "test_runs_end.py",
+    "test_deepspeed.py",
+    "test_resilience.py",
+    "test_gpu_check.py",
+    "test_compile.py",
+    "test_search.py",
+    "test_accelerate_configs.py",
+    "test_interop.py",
+    "test_distributed.py",
+    "test_disk_faults.py",
+    "test_train.py",
+    "test_bench.py",
+    "test_course_flags.py",
+    "test_synthetic.py",
+    "test_bad_input.py",
+    "test_preemption.py",
+    "test_loop.py",
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
