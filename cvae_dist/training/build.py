@@ -75,7 +75,7 @@ def build(config: Config, videos: tuple[Video, Video] | None = None) -> Parts:
     resident = resident_windows(config.data, windows, accelerator.device)
     loader = training_loader(config, windows, sampler, resident)
     # Kept before Accelerate wraps it (DDP and DeepSpeed's engine hold this very module) rather than got back with
-    # `accelerator.unwrap_model`, which imports DeepSpeed wherever it is installed: 1.3 s a run with the dev extras.
+    # `accelerator.unwrap_model`, which imports DeepSpeed wherever it is installed: 1.5 to 2 s of CPU a run with the dev extras.
     network = model
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, lr_scheduler(optimizer, config.train))
     precision = precision_of(accelerator, model)
