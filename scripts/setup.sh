@@ -34,8 +34,9 @@ echo "setting up $venv ($profile) ..."
 if [ "$profile" = dev ]; then
   # On a CPU, every DeepSpeed run loads DeepSpeed's shared-memory op, which g++ compiles on first use
   # (a minute of CPU on 2 cores, while the run waits): compile it once here, into torch's extension
-  # cache (~/.cache/torch_extensions). A run reuses it when it finds the same `ninja` (the environment's,
-  # first on PATH when it is activated: an absolute path, as ninja runs in the cache); where DeepSpeed drives a GPU, the op is not built.
+  # cache (~/.cache/torch_extensions). A run reuses it only with the same `ninja`: the environment's,
+  # first on PATH when it is activated (by absolute path, since ninja runs in the cache folder).
+  # Where DeepSpeed drives a GPU, the op is not built.
   PATH="$(cd "$venv" && pwd)/bin:$PATH" "$venv/bin/python" - <<'PY' || echo "note: DeepSpeed's CPU op did not compile now; the first DeepSpeed run on a CPU compiles it" >&2
 import deepspeed.ops
 from deepspeed.accelerator import get_accelerator
